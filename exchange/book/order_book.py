@@ -1,0 +1,538 @@
+"""The continuous price-time-priority order book of one instrument (open bidding).
+
+Behaviour, in the order the book applies it:
+
+* **Validation before any change.** A new order is checked in this order, and the first
+  failure is the reject reason: quantity positive, a whole number of lots, not above the
+  maximum for continuous trading; then for a market order no price and IOC/FOK only, for a
+  limit order a positive price, a multiple of the tick, inside the day's band.
+* **Matching.** An incoming order trades against the best opposite level while prices cross,
+  oldest order first, always at the resting order's price. A market order is an order limited
+  by the band (buy up to the upper limit, sell down to the lower) that never rests.
+* **Self-trade prevention.** An incoming order never trades with a resting order of the same
+  member. With the default ``CANCEL_NEWEST`` the incoming remainder is cancelled when it
+  reaches such an order; ``CANCEL_OLDEST`` cancels the resting order and goes on matching;
+  ``CANCEL_BOTH`` cancels both.
+* **Time in force.** DAY and GTC remainders rest; IOC and market remainders are cancelled; a
+  FOK order first checks that it can fill completely (counting only what matching would
+  reach) and otherwise is cancelled without touching the book.
+* **Events** for a new order come in this order: ``OrderAccepted``, then each execution
+  (``OrderFilled``, with any self-trade cancels of resting orders in between), then the
+  cancel of an unfilled remainder, if any.
+* **Amend**: the quantity is the new open quantity. Down at the same price keeps priority;
+  a new price or a larger quantity sends the order to the back of its (new) level, and a new
+  price that crosses trades at once as the aggressor.
+* **Mass cancel, expiry and the open's band check** take orders in ascending order id, so
+  their event order never depends on hashing.
+
+How it is made fast (see ``bench/``). Each side is a dict ``price -> _Level`` plus a binary
+heap of those prices; the heap's top is always a level with live orders, so the best price is
+``heap[0]``. A level that empties away from the top stays in the dict and the heap, dormant,
+and is reused when an order arrives at its price; it is dropped when it reaches the top. This
+avoids creating and deleting levels in a sorted container on every order, one of the known
+CPython traps. Within a level, orders wait in a deque; a cancel only zeroes the order's open
+quantity (O(1) at any depth) and matching skips such entries; a level compacts its deque when
+dead entries outnumber live ones, which keeps memory and the amortised cost bounded. Orders
+are indexed per member (``member -> {order id -> order}``), which is what cancel and amend
+look up, and keeps every dict small: one huge dict of all orders stalls for 100+ ms when it
+resizes under churn. Resting orders are msgspec Structs with ``gc=False``: they hold only
+atomic values, form no cycles, and the collector never walks them.
+"""
+
+from __future__ import annotations
+
+import heapq
+from collections import deque
+from typing import Iterable
+
+import msgspec
+
+from exchange.model.commands import AmendOrder, CancelOrder, SubmitOrder
+from exchange.model.enums import CancelReason, OrderType, SelfTradePolicy, Side, TimeInForce
+from exchange.model.events import (
+    AmendRejected,
+    CancelRejected,
+    DayClosed,
+    DayStarted,
+    OrderAccepted,
+    OrderAmended,
+    OrderCancelled,
+    OrderExpired,
+    OrderFilled,
+    OrderRejected,
+)
+from exchange.model.instruments import Instrument
+from exchange.model.rejects import RejectReason
+from exchange.model.units import price_band, round_half_up_to_tick
+
+BUY = Side.BUY
+SELL = Side.SELL
+DAY = TimeInForce.DAY
+GTC = TimeInForce.GTC
+IOC = TimeInForce.IOC
+FOK = TimeInForce.FOK
+MARKET = OrderType.MARKET
+CANCEL_NEWEST = SelfTradePolicy.CANCEL_NEWEST
+CANCEL_OLDEST = SelfTradePolicy.CANCEL_OLDEST
+R = RejectReason
+
+_COMPACT_MIN_DEAD = 32
+
+
+class RestingOrder(msgspec.Struct, gc=False):
+    """An open order in the book. ``qty_t`` is the open (leaves) quantity; 0 marks a dead
+    queue entry (cancelled, filled or moved by an amend)."""
+
+    order_id: int
+    member_id: str
+    side: Side
+    price_fen: int
+    qty_t: int
+    tif: TimeInForce
+    filled_t: int = 0
+
+
+class TradeIds:
+    """The exchange-wide trade id counter, shared by every book of an engine."""
+
+    __slots__ = ("last",)
+
+    def __init__(self, last: int = 0) -> None:
+        self.last = last
+
+
+class _Level:
+    __slots__ = ("price_fen", "orders", "qty_t", "live")
+
+    def __init__(self, price_fen: int) -> None:
+        self.price_fen = price_fen
+        self.orders: deque[RestingOrder] = deque()
+        self.qty_t = 0  # sum of the live orders' open quantities
+        self.live = 0  # number of live orders
+
+    def compact(self) -> None:
+        self.orders = deque([order for order in self.orders if order.qty_t])
+
+
+class DayStatistics(msgspec.Struct):
+    """The day's continuous trading figures of one instrument."""
+
+    open_fen: int | None = None
+    high_fen: int | None = None
+    low_fen: int | None = None
+    volume_t: int = 0
+    turnover_fen: int = 0
+    trade_count: int = 0
+
+
+class OrderBook:
+    """One instrument's book. Methods take a command and return the events it caused."""
+
+    def __init__(
+        self,
+        instrument: Instrument,
+        trade_ids: TradeIds | None = None,
+        self_trade_policy: SelfTradePolicy = CANCEL_NEWEST,
+    ) -> None:
+        self.instrument = instrument
+        self.symbol = instrument.symbol
+        self.trade_ids = trade_ids if trade_ids is not None else TradeIds()
+        self.self_trade_policy = self_trade_policy
+        self._tick = instrument.tick_fen
+        self._lot = instrument.lot_t
+        self._max_qty = instrument.max_order_qty_t
+        self.prev_close_fen = instrument.reference_price_fen
+        self.trading_day = ""
+        self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, instrument.band_bps, self._tick)
+        self.stats = DayStatistics()
+        self._bids: dict[int, _Level] = {}
+        self._asks: dict[int, _Level] = {}
+        self._bid_heap: list[int] = []  # negated prices: a min-heap gives the highest bid
+        self._ask_heap: list[int] = []
+        self._by_member: dict[str, dict[int, RestingOrder]] = {}
+
+    # -- new orders ------------------------------------------------------------------------
+
+    def submit(self, order_id: int, cmd: SubmitOrder) -> list:
+        """Validate, match and (for DAY/GTC) rest a new order with the given exchange id."""
+        qty = cmd.qty_t
+        side = cmd.side
+        tif = cmd.tif
+        reason = self._check_qty(qty)
+        if reason is None:
+            if cmd.order_type == MARKET:
+                reason = self._check_market(cmd.price_fen, tif)
+                price = self.upper_fen if side == BUY else self.lower_fen
+            else:
+                price = cmd.price_fen
+                reason = self._check_price(price)
+        if reason is not None:
+            return [OrderRejected(cmd.member_id, self.symbol, cmd.client_order_id, reason)]
+        events: list = [
+            OrderAccepted(
+                order_id, cmd.member_id, self.symbol, side, cmd.order_type, tif, price, qty,
+                cmd.client_order_id,
+            )
+        ]
+        order = RestingOrder(order_id, cmd.member_id, side, price, qty, tif)
+        if tif == FOK and not self._can_fill(order):
+            events.append(OrderCancelled(order_id, order.member_id, self.symbol, qty, CancelReason.FOK_UNFILLABLE))
+            return events
+        self._enter(order, events)
+        return events
+
+    def _check_qty(self, qty: int) -> RejectReason | None:
+        if qty <= 0:
+            return R.QTY_NOT_POSITIVE
+        if qty % self._lot:
+            return R.QTY_NOT_LOT_MULTIPLE
+        if qty > self._max_qty:
+            return R.QTY_ABOVE_MAXIMUM
+        return None
+
+    def _check_price(self, price: int | None) -> RejectReason | None:
+        if price is None or price <= 0:
+            return R.PRICE_NOT_POSITIVE
+        if price % self._tick:
+            return R.PRICE_NOT_TICK_MULTIPLE
+        if price < self.lower_fen or price > self.upper_fen:
+            return R.PRICE_OUTSIDE_BAND
+        return None
+
+    @staticmethod
+    def _check_market(price: int | None, tif: TimeInForce) -> RejectReason | None:
+        if price is not None:
+            return R.MARKET_ORDER_WITH_PRICE
+        if tif == DAY or tif == GTC:
+            return R.MARKET_ORDER_MUST_BE_IMMEDIATE
+        return None
+
+    def _enter(self, order: RestingOrder, events: list) -> None:
+        """Match an accepted order, then rest or cancel what is left."""
+        if order.side == BUY:
+            if self._ask_heap and self._ask_heap[0] <= order.price_fen:
+                self._match(order, self._asks, self._ask_heap, 1, events)
+        elif self._bid_heap and -self._bid_heap[0] >= order.price_fen:
+            self._match(order, self._bids, self._bid_heap, -1, events)
+        if order.qty_t:
+            tif = order.tif
+            if tif == DAY or tif == GTC:
+                self._rest(order)
+            else:
+                events.append(
+                    OrderCancelled(order.order_id, order.member_id, self.symbol, order.qty_t, CancelReason.IOC_REMAINDER)
+                )
+
+    def _match(self, taker: RestingOrder, levels: dict, heap: list, sign: int, events: list) -> None:
+        """Trade ``taker`` against the opposite side while prices cross.
+
+        ``sign`` is +1 when the resting side is asks (heap holds prices) and -1 for bids (heap
+        holds negated prices), so ``sign * heap[0]`` is the best resting price.
+        """
+        limit = taker.price_fen * sign
+        member = taker.member_id
+        symbol = self.symbol
+        trade_ids = self.trade_ids
+        taker_is_buy = taker.side == BUY
+        stats = self.stats
+        while heap and heap[0] <= limit:
+            level = levels[sign * heap[0]]
+            price = level.price_fen
+            queue = level.orders
+            while taker.qty_t and level.live:
+                maker = queue[0]
+                maker_qty = maker.qty_t
+                if not maker_qty:
+                    queue.popleft()
+                    continue
+                if maker.member_id == member:
+                    if self._prevent_self_trade(taker, maker, level, events):
+                        self._drop_empty_top(levels, heap, sign)
+                        return
+                    queue = level.orders  # the removal may have compacted the queue
+                    continue
+                qty = taker.qty_t if taker.qty_t < maker_qty else maker_qty
+                taker.qty_t -= qty
+                taker.filled_t += qty
+                maker.qty_t = maker_qty - qty
+                maker.filled_t += qty
+                level.qty_t -= qty
+                if not maker.qty_t:
+                    queue.popleft()
+                    level.live -= 1
+                    del self._by_member[maker.member_id][maker.order_id]
+                trade_ids.last += 1
+                if taker_is_buy:
+                    events.append(OrderFilled(
+                        trade_ids.last, symbol, price, qty, BUY,
+                        taker.order_id, member, taker.qty_t, maker.order_id, maker.member_id, maker.qty_t,
+                    ))
+                else:
+                    events.append(OrderFilled(
+                        trade_ids.last, symbol, price, qty, SELL,
+                        maker.order_id, maker.member_id, maker.qty_t, taker.order_id, member, taker.qty_t,
+                    ))
+                stats.volume_t += qty
+                stats.turnover_fen += price * qty
+                stats.trade_count += 1
+                if stats.open_fen is None:
+                    stats.open_fen = stats.high_fen = stats.low_fen = price
+                elif price > stats.high_fen:  # type: ignore[operator]
+                    stats.high_fen = price
+                elif price < stats.low_fen:  # type: ignore[operator]
+                    stats.low_fen = price
+            if taker.qty_t == 0:
+                self._drop_empty_top(levels, heap, sign)
+                return
+            self._drop_empty_top(levels, heap, sign)
+
+    def _prevent_self_trade(self, taker: RestingOrder, maker: RestingOrder, level: _Level, events: list) -> bool:
+        """Apply the self-trade policy; return True when matching must stop."""
+        policy = self.self_trade_policy
+        if policy != CANCEL_NEWEST:
+            qty = self._remove(maker, level)
+            events.append(OrderCancelled(maker.order_id, maker.member_id, self.symbol, qty, CancelReason.SELF_TRADE))
+            if policy == CANCEL_OLDEST:
+                return False
+        events.append(OrderCancelled(taker.order_id, taker.member_id, self.symbol, taker.qty_t, CancelReason.SELF_TRADE))
+        taker.qty_t = 0
+        return True
+
+    def _can_fill(self, taker: RestingOrder) -> bool:
+        """Whether matching would fill ``taker`` completely (the FOK pre-check)."""
+        if taker.side == BUY:
+            levels, prices = self._asks, sorted(p for p in self._asks if p <= taker.price_fen)
+        else:
+            levels, prices = self._bids, sorted((p for p in self._bids if p >= taker.price_fen), reverse=True)
+        skip_own = self.self_trade_policy == CANCEL_OLDEST
+        wanted = taker.qty_t
+        for price in prices:
+            for maker in levels[price].orders:
+                if not maker.qty_t:
+                    continue
+                if maker.member_id == taker.member_id:
+                    if skip_own:
+                        continue
+                    return False
+                wanted -= maker.qty_t
+                if wanted <= 0:
+                    return True
+        return False
+
+    # -- resting orders --------------------------------------------------------------------
+
+    def _rest(self, order: RestingOrder) -> None:
+        price = order.price_fen
+        if order.side == BUY:
+            levels, heap, key = self._bids, self._bid_heap, -price
+        else:
+            levels, heap, key = self._asks, self._ask_heap, price
+        level = levels.get(price)
+        if level is None:
+            level = levels[price] = _Level(price)
+            heapq.heappush(heap, key)
+        level.orders.append(order)
+        level.qty_t += order.qty_t
+        level.live += 1
+        orders = self._by_member.get(order.member_id)
+        if orders is None:
+            orders = self._by_member[order.member_id] = {}
+        orders[order.order_id] = order
+
+    def _remove(self, order: RestingOrder, level: _Level) -> int:
+        """Take a live order out of its level and the index; return its open quantity.
+
+        The queue entry stays behind, dead (``qty_t == 0``), until matching or compaction
+        drops it, so a cancel costs the same at any depth.
+        """
+        qty = order.qty_t
+        order.qty_t = 0
+        level.qty_t -= qty
+        level.live -= 1
+        del self._by_member[order.member_id][order.order_id]
+        dead = len(level.orders) - level.live
+        if dead > _COMPACT_MIN_DEAD and dead > level.live:
+            level.compact()
+        return qty
+
+    def _withdraw(self, order: RestingOrder) -> int:
+        """Remove a resting order from the book and return its open quantity."""
+        side_levels, heap, sign = (
+            (self._bids, self._bid_heap, -1) if order.side == BUY else (self._asks, self._ask_heap, 1)
+        )
+        level = side_levels[order.price_fen]
+        qty = self._remove(order, level)
+        if not level.live:
+            level.orders.clear()
+            self._drop_empty_top(side_levels, heap, sign)
+        return qty
+
+    @staticmethod
+    def _drop_empty_top(levels: dict, heap: list, sign: int) -> None:
+        """Restore the invariant that the heap's top is a level with live orders."""
+        while heap:
+            level = levels[sign * heap[0]]
+            if level.live:
+                return
+            heapq.heappop(heap)
+            del levels[level.price_fen]
+
+    # -- cancel and amend ------------------------------------------------------------------
+
+    def _find(self, member_id: str, order_id: int) -> RestingOrder | None:
+        orders = self._by_member.get(member_id)
+        return orders.get(order_id) if orders else None
+
+    def cancel(self, cmd: CancelOrder) -> list:
+        order = self._find(cmd.member_id, cmd.order_id)
+        if order is None:
+            return [CancelRejected(cmd.member_id, self.symbol, cmd.order_id, R.UNKNOWN_ORDER)]
+        qty = self._withdraw(order)
+        return [OrderCancelled(order.order_id, order.member_id, self.symbol, qty, CancelReason.MEMBER)]
+
+    def amend(self, cmd: AmendOrder) -> list:
+        order = self._find(cmd.member_id, cmd.order_id)
+        reason = R.UNKNOWN_ORDER if order is None else self._check_qty(cmd.qty_t) or self._check_price(cmd.price_fen)
+        if reason is None and cmd.price_fen == order.price_fen and cmd.qty_t == order.qty_t:  # type: ignore[union-attr]
+            reason = R.AMEND_NO_CHANGE
+        if reason is not None:
+            return [AmendRejected(cmd.member_id, self.symbol, cmd.order_id, reason)]
+        assert order is not None
+        if cmd.price_fen == order.price_fen and cmd.qty_t < order.qty_t:
+            self._reduce(order, cmd.qty_t)
+            return [OrderAmended(order.order_id, order.member_id, self.symbol, order.price_fen, order.qty_t, True)]
+        self._withdraw(order)
+        moved = RestingOrder(order.order_id, order.member_id, order.side, cmd.price_fen, cmd.qty_t, order.tif, order.filled_t)
+        events: list = [OrderAmended(order.order_id, order.member_id, self.symbol, cmd.price_fen, cmd.qty_t, False)]
+        self._enter(moved, events)
+        return events
+
+    def _reduce(self, order: RestingOrder, qty: int) -> None:
+        levels = self._bids if order.side == BUY else self._asks
+        levels[order.price_fen].qty_t -= order.qty_t - qty
+        order.qty_t = qty
+
+    def mass_cancel(self, member_id: str, reason: CancelReason = CancelReason.MEMBER) -> list:
+        """Cancel every open order of a member, in ascending order id."""
+        orders = self._by_member.get(member_id)
+        if not orders:
+            return []
+        return self._cancel_all(sorted(orders.values(), key=_order_id), reason)
+
+    def _cancel_all(self, orders: Iterable[RestingOrder], reason: CancelReason) -> list:
+        symbol = self.symbol
+        return [
+            OrderCancelled(order.order_id, order.member_id, symbol, self._withdraw(order), reason)
+            for order in orders
+        ]
+
+    # -- the trading day -------------------------------------------------------------------
+
+    def start_day(self, trading_day: str) -> list:
+        """Open a day: new band from the previous close; GTC orders outside it are cancelled."""
+        self.trading_day = trading_day
+        self.stats = DayStatistics()
+        self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, self.instrument.band_bps, self._tick)
+        events: list = [DayStarted(trading_day, self.symbol, self.prev_close_fen, self.lower_fen, self.upper_fen)]
+        outside = [o for o in self._all_orders() if not self.lower_fen <= o.price_fen <= self.upper_fen]
+        events.extend(self._cancel_all(outside, CancelReason.PRICE_OUTSIDE_BAND))
+        return events
+
+    def end_day(self) -> list:
+        """Close the day: day orders expire; the close is the day's VWAP, half-up to the tick."""
+        events: list = []
+        for order in self._all_orders():
+            if order.tif == DAY:
+                events.append(OrderExpired(order.order_id, order.member_id, self.symbol, self._withdraw(order)))
+        self._purge_dormant_levels()
+        stats = self.stats
+        if stats.volume_t:
+            self.prev_close_fen = round_half_up_to_tick(stats.turnover_fen, stats.volume_t, self._tick)
+        lower, upper = price_band(self.prev_close_fen, self.instrument.band_bps, self._tick)
+        events.append(DayClosed(
+            self.trading_day, self.symbol, stats.open_fen, stats.high_fen, stats.low_fen, self.prev_close_fen,
+            stats.volume_t, stats.turnover_fen, stats.trade_count, lower, upper,
+        ))
+        return events
+
+    def _purge_dormant_levels(self) -> None:
+        for levels, heap, sign in ((self._bids, self._bid_heap, -1), (self._asks, self._ask_heap, 1)):
+            for price in [p for p, level in levels.items() if not level.live]:
+                del levels[price]
+            heap[:] = sorted(sign * price for price in levels)
+
+    def _all_orders(self) -> list[RestingOrder]:
+        """Every open order, in ascending order id."""
+        return sorted((o for orders in self._by_member.values() for o in orders.values()), key=_order_id)
+
+    # -- queries ---------------------------------------------------------------------------
+
+    def best_bid(self) -> tuple[int, int] | None:
+        """(price, total open quantity) of the best bid, or None."""
+        if not self._bid_heap:
+            return None
+        level = self._bids[-self._bid_heap[0]]
+        return level.price_fen, level.qty_t
+
+    def best_ask(self) -> tuple[int, int] | None:
+        if not self._ask_heap:
+            return None
+        level = self._asks[self._ask_heap[0]]
+        return level.price_fen, level.qty_t
+
+    def depth(self, max_levels: int | None = None) -> tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]:
+        """L2: (bids best first, asks best first), each level (price, quantity, order count)."""
+        bids = [(p, lv.qty_t, lv.live) for p, lv in sorted(self._bids.items(), reverse=True) if lv.live]
+        asks = [(p, lv.qty_t, lv.live) for p, lv in sorted(self._asks.items()) if lv.live]
+        return bids[:max_levels], asks[:max_levels]
+
+    def queue(self, side: Side, price_fen: int) -> list[RestingOrder]:
+        """The live orders at one price, in time priority."""
+        level = (self._bids if side == BUY else self._asks).get(price_fen)
+        return [o for o in level.orders if o.qty_t] if level else []
+
+    def open_orders(self, member_id: str) -> list[RestingOrder]:
+        """A member's open orders in this book, in ascending order id."""
+        return sorted(self._by_member.get(member_id, {}).values(), key=_order_id)
+
+    def order(self, member_id: str, order_id: int) -> RestingOrder | None:
+        """A member's open order by id; another member's order is not visible."""
+        return self._find(member_id, order_id)
+
+    def open_order_count(self) -> int:
+        return sum(len(orders) for orders in self._by_member.values())
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state(self) -> BookState:
+        """Everything needed to rebuild the book: levels in price order, orders in priority."""
+        bids = [o for _, lv in sorted(self._bids.items(), reverse=True) for o in lv.orders if o.qty_t]
+        asks = [o for _, lv in sorted(self._asks.items()) for o in lv.orders if o.qty_t]
+        return BookState(
+            self.symbol, self.trading_day, self.prev_close_fen, self.lower_fen, self.upper_fen,
+            msgspec.structs.replace(self.stats), bids, asks,
+        )
+
+    def restore(self, state: BookState) -> None:
+        assert state.symbol == self.symbol and not self._by_member
+        self.trading_day = state.trading_day
+        self.prev_close_fen = state.prev_close_fen
+        self.lower_fen, self.upper_fen = state.lower_fen, state.upper_fen
+        self.stats = msgspec.structs.replace(state.stats)
+        for order in (*state.bids, *state.asks):
+            self._rest(msgspec.structs.replace(order))
+
+
+class BookState(msgspec.Struct, array_like=True):
+    symbol: str
+    trading_day: str
+    prev_close_fen: int
+    lower_fen: int
+    upper_fen: int
+    stats: DayStatistics
+    bids: list[RestingOrder]
+    asks: list[RestingOrder]
+
+
+def _order_id(order: RestingOrder) -> int:
+    return order.order_id

@@ -1,0 +1,43 @@
+"""Small closed vocabularies. ``IntEnum`` so they encode as compact integers in the journal."""
+
+from __future__ import annotations
+
+import enum
+
+
+class Side(enum.IntEnum):
+    BUY = 1
+    SELL = 2
+
+
+class OrderType(enum.IntEnum):
+    LIMIT = 1
+    MARKET = 2  # executes only inside the day's price band and never rests
+
+
+class TimeInForce(enum.IntEnum):
+    DAY = 1  # rests until cancelled or the end of the trading day
+    GTC = 2  # rests across days until cancelled (optional in the market rules)
+    IOC = 3  # fills what it can at once; the remainder is cancelled
+    FOK = 4  # fills completely at once or not at all
+
+
+class CancelReason(enum.IntEnum):
+    MEMBER = 1  # the member asked (cancel or mass cancel)
+    IOC_REMAINDER = 2  # an IOC or market order's unfilled remainder
+    FOK_UNFILLABLE = 3  # a FOK order that could not fill completely
+    SELF_TRADE = 4  # self-trade prevention
+    PRICE_OUTSIDE_BAND = 5  # a GTC order left outside the new day's band at the open
+
+
+class SelfTradePolicy(enum.IntEnum):
+    """What happens when an incoming order meets a resting order of the same member."""
+
+    CANCEL_NEWEST = 1  # cancel the incoming remainder (the market-rules default)
+    CANCEL_OLDEST = 2  # cancel the resting order and keep matching
+    CANCEL_BOTH = 3  # cancel both
+
+
+class InstrumentKind(enum.IntEnum):
+    ALLOWANCE = 1  # tCO2, by vintage: CEA-2024, CEA-2025 ...
+    CCER = 2  # certified reductions, tCO2e

@@ -1,0 +1,144 @@
+"""Events: what the core did. Past-tense names, frozen Structs, tagged for one decoder.
+
+Events carry no sequence number or time: the engine hands them out stamped with the
+command's sequence number and timestamp (see ``exchange.engine``).
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from exchange.model.enums import CancelReason, OrderType, Side, TimeInForce
+from exchange.model.rejects import RejectReason
+
+
+class OrderAccepted(msgspec.Struct, frozen=True, tag=True):
+    """A new order passed validation. For a market order ``price_fen`` is the band limit it
+    may execute up to (buy) or down to (sell)."""
+
+    order_id: int
+    member_id: str
+    instrument: str
+    side: Side
+    order_type: OrderType
+    tif: TimeInForce
+    price_fen: int
+    qty_t: int
+    client_order_id: str
+
+
+class OrderRejected(msgspec.Struct, frozen=True, tag=True):
+    member_id: str
+    instrument: str
+    client_order_id: str
+    reason: RejectReason
+
+
+class OrderFilled(msgspec.Struct, frozen=True, tag=True):
+    """One execution, both sides. A side whose ``leaves`` is 0 is filled, otherwise partially
+    filled. The price is always the resting order's."""
+
+    trade_id: int
+    instrument: str
+    price_fen: int
+    qty_t: int
+    aggressor: Side
+    buy_order_id: int
+    buy_member_id: str
+    buy_leaves_t: int
+    sell_order_id: int
+    sell_member_id: str
+    sell_leaves_t: int
+
+
+class OrderCancelled(msgspec.Struct, frozen=True, tag=True):
+    """``qty_t`` is the open quantity that was cancelled."""
+
+    order_id: int
+    member_id: str
+    instrument: str
+    qty_t: int
+    reason: CancelReason
+
+
+class OrderAmended(msgspec.Struct, frozen=True, tag=True):
+    """``qty_t`` is the new open quantity; ``priority_kept`` is false when it went to the back."""
+
+    order_id: int
+    member_id: str
+    instrument: str
+    price_fen: int
+    qty_t: int
+    priority_kept: bool
+
+
+class OrderExpired(msgspec.Struct, frozen=True, tag=True):
+    """A day order still open at the end of the trading day."""
+
+    order_id: int
+    member_id: str
+    instrument: str
+    qty_t: int
+
+
+class CancelRejected(msgspec.Struct, frozen=True, tag=True):
+    member_id: str
+    instrument: str
+    order_id: int
+    reason: RejectReason
+
+
+class AmendRejected(msgspec.Struct, frozen=True, tag=True):
+    member_id: str
+    instrument: str
+    order_id: int
+    reason: RejectReason
+
+
+class CommandRejected(msgspec.Struct, frozen=True, tag=True):
+    """A command that is not about one order (start or end of day, mass cancel) refused."""
+
+    command: str
+    reason: RejectReason
+
+
+class DayStarted(msgspec.Struct, frozen=True, tag=True):
+    """One per instrument at the open: the day's band from the previous close."""
+
+    trading_day: str
+    instrument: str
+    prev_close_fen: int
+    lower_fen: int
+    upper_fen: int
+
+
+class DayClosed(msgspec.Struct, frozen=True, tag=True):
+    """One per instrument at the close. ``open``/``high``/``low`` are ``None`` on a day without
+    trades; ``close_fen`` is then the previous close. The next band follows from the close."""
+
+    trading_day: str
+    instrument: str
+    open_fen: int | None
+    high_fen: int | None
+    low_fen: int | None
+    close_fen: int
+    volume_t: int
+    turnover_fen: int
+    trade_count: int
+    next_lower_fen: int
+    next_upper_fen: int
+
+
+Event = (
+    OrderAccepted
+    | OrderRejected
+    | OrderFilled
+    | OrderCancelled
+    | OrderAmended
+    | OrderExpired
+    | CancelRejected
+    | AmendRejected
+    | CommandRejected
+    | DayStarted
+    | DayClosed
+)

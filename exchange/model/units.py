@@ -1,0 +1,66 @@
+"""Units and their bounds: money in fen, quantities in tonnes, all plain ``int``.
+
+Every bound keeps values, and any notional (price x quantity), below 2**63 so that a
+PostgreSQL ``BIGINT`` holds them. Decimal strings such as ``"58.20"`` appear only at the
+edges (wire, reports, the CLI summary); :func:`format_fen` and :func:`parse_fen` are the one
+exact conversion, never through ``float``.
+"""
+
+from __future__ import annotations
+
+FEN_PER_YUAN = 100
+BASIS_POINTS = 10_000
+
+MAX_PRICE_FEN = 100_000_000  # 1,000,000.00 CNY per tonne
+MAX_QTY_T = 1_000_000_000  # a billion tonnes, far above any city cap
+MAX_NOTIONAL_FEN = MAX_PRICE_FEN * MAX_QTY_T  # 1e17 < 2**63 (9.2e18)
+MAX_ID = 2**63 - 1
+
+assert MAX_NOTIONAL_FEN < 2**63
+
+
+def round_half_up(numerator: int, denominator: int) -> int:
+    """``numerator / denominator`` rounded half away from zero for non-negative inputs."""
+    assert numerator >= 0 and denominator > 0
+    return (2 * numerator + denominator) // (2 * denominator)
+
+
+def round_half_up_to_tick(numerator: int, denominator: int, tick: int) -> int:
+    """The multiple of ``tick`` nearest to ``numerator / denominator``, halves rounded up."""
+    return round_half_up(numerator, denominator * tick) * tick
+
+
+def price_band(prev_close_fen: int, band_bps: int, tick_fen: int) -> tuple[int, int]:
+    """The day's (lower, upper) price limits: previous close x (1 -/+ band), half-up to tick.
+
+    The lower limit never falls below one tick: a price must stay positive.
+    """
+    assert prev_close_fen > 0 and 0 <= band_bps < BASIS_POINTS and tick_fen > 0
+    lower = round_half_up_to_tick(prev_close_fen * (BASIS_POINTS - band_bps), BASIS_POINTS, tick_fen)
+    upper = round_half_up_to_tick(prev_close_fen * (BASIS_POINTS + band_bps), BASIS_POINTS, tick_fen)
+    return max(lower, tick_fen), min(upper, MAX_PRICE_FEN - MAX_PRICE_FEN % tick_fen)
+
+
+def format_fen(amount_fen: int) -> str:
+    """``5820`` -> ``"58.20"``; exact, for the edges only."""
+    sign = "-" if amount_fen < 0 else ""
+    yuan, fen = divmod(abs(amount_fen), FEN_PER_YUAN)
+    return f"{sign}{yuan}.{fen:02d}"
+
+
+def parse_fen(text: str) -> int:
+    """``"58.20"`` -> ``5820``; at most two decimal places, no exponent, no float.
+
+    Raises ``ValueError`` naming the problem.
+    """
+    body = text.strip()
+    negative = body.startswith("-")
+    if negative:
+        body = body[1:]
+    whole, dot, frac = body.partition(".")
+    if not whole.isdigit() or (dot and not frac.isdigit()) or not whole.isascii() or not frac.isascii():
+        raise ValueError(f"not a decimal amount with at most two places: {text!r}")
+    if len(frac) > 2:
+        raise ValueError(f"more than two decimal places: {text!r}")
+    value = int(whole) * FEN_PER_YUAN + int(frac.ljust(2, "0") or "0")
+    return -value if negative else value
