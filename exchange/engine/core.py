@@ -57,14 +57,20 @@ class ExchangeCore:
     def apply(self, seq: int, ts_ns: int, command: Command) -> list:
         assert seq == self.last_seq + 1, f"sequence gap: {self.last_seq} -> {seq}"
         self.last_seq = seq
+        kind = type(command)
+        # The two commands of nearly every sequence number skip the general dispatch.
+        if kind is SubmitOrder:
+            book = self.books.get(command.instrument)  # type: ignore[union-attr]
+            if book is not None and self.day_open:
+                return book.submit(seq, command)  # type: ignore[arg-type]
+            return self._refuse_order(command)  # type: ignore[arg-type]
+        if kind is CancelOrder:
+            book = self.books.get(command.instrument)  # type: ignore[union-attr]
+            if book is not None:
+                return book.cancel(command)  # type: ignore[arg-type]
         match command:
-            case SubmitOrder():
-                return self._submit(seq, command)
             case CancelOrder():
-                book = self.books.get(command.instrument)
-                if book is None:
-                    return [CancelRejected(command.member_id, command.instrument, command.order_id, RejectReason.UNKNOWN_INSTRUMENT)]
-                return book.cancel(command)
+                return [CancelRejected(command.member_id, command.instrument, command.order_id, RejectReason.UNKNOWN_INSTRUMENT)]
             case AmendOrder():
                 return self._amend(command)
             case MassCancel():
@@ -75,14 +81,9 @@ class ExchangeCore:
                 return self._end_day()
         raise AssertionError(f"unhandled command {type(command).__name__}")
 
-    def _submit(self, seq: int, command: SubmitOrder) -> list:
-        book = self.books.get(command.instrument)
-        if book is None:
-            reason = RejectReason.UNKNOWN_INSTRUMENT
-        elif not self.day_open:
-            reason = RejectReason.DAY_NOT_OPEN
-        else:
-            return book.submit(seq, command)
+    def _refuse_order(self, command: SubmitOrder) -> list:
+        known = command.instrument in self.books
+        reason = RejectReason.DAY_NOT_OPEN if known else RejectReason.UNKNOWN_INSTRUMENT
         return [OrderRejected(command.member_id, command.instrument, command.client_order_id, reason)]
 
     def _amend(self, command: AmendOrder) -> list:

@@ -61,7 +61,11 @@ class Engine:
         self.snapshot_every = snapshot_every
         self.snapshots_kept = snapshots_kept
         self.last_ts_ns = 0
-        self._since_snapshot = 0
+        self._schedule_snapshot()
+
+    def _schedule_snapshot(self) -> None:
+        every = self.snapshot_every if self.snapshot_dir is not None else 2**63
+        self._next_snapshot_seq = self.core.last_seq + every
 
     @property
     def last_seq(self) -> int:
@@ -76,10 +80,8 @@ class Engine:
         self.last_ts_ns = ts_ns
         self.journal.append(seq, ts_ns, _command_encoder.encode(command))
         events = self.core.apply(seq, ts_ns, command)
-        if self.snapshot_dir is not None:
-            self._since_snapshot += 1
-            if self._since_snapshot >= self.snapshot_every:
-                self.snapshot()
+        if seq >= self._next_snapshot_seq:
+            self.snapshot()
         return events
 
     def snapshot(self) -> Path:
@@ -89,7 +91,7 @@ class Engine:
         snap = Snapshot(self.core.last_seq, self.journal.chain_hash, encode_state(self.core.state()))
         path = write_snapshot(self.snapshot_dir, snap)
         prune_snapshots(self.snapshot_dir, self.snapshots_kept)
-        self._since_snapshot = 0
+        self._schedule_snapshot()
         return path
 
     def flush(self) -> None:

@@ -1,7 +1,10 @@
 """Commands: what members and operators ask of the core. Imperative names, frozen Structs.
 
 The ``Command`` union is what the engine journals; it is tagged so that one decoder, built
-once, turns journal records back into commands. Bounds on fields are checked when decoding at
+once, turns journal records back into commands. Commands encode as arrays (the tag, then
+the fields in declaration order): half the bytes of a map and twice as fast to write. So
+fields are only ever appended, never reordered or removed, once a journal exists. The
+gateway's wire messages are their own structs and are not tied to this layout. Bounds on fields are checked when decoding at
 the edge; business rules (lot, tick, band, size) are checked by the core and answered with a
 numbered reject.
 """
@@ -22,7 +25,7 @@ OrderId = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 TradingDay = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 
 
-class SubmitOrder(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+class SubmitOrder(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     """A new order. ``price_fen`` is required for limit orders and absent for market orders."""
 
     member_id: MemberId
@@ -35,13 +38,13 @@ class SubmitOrder(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=T
     client_order_id: ClientOrderId = ""
 
 
-class CancelOrder(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+class CancelOrder(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     member_id: MemberId
     instrument: Symbol
     order_id: OrderId
 
 
-class AmendOrder(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+class AmendOrder(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     """Change a resting order's price and/or its open (leaves) quantity.
 
     ``qty_t`` is the new open quantity, not the original size. Reducing it at the same price
@@ -56,20 +59,20 @@ class AmendOrder(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=Tr
     price_fen: PriceFen
 
 
-class MassCancel(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+class MassCancel(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     """Cancel all of a member's open orders, on one instrument or (``None``) on all."""
 
     member_id: MemberId
     instrument: Symbol | None = None
 
 
-class StartDay(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+class StartDay(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     """Open a trading day: bands follow from each instrument's previous close."""
 
     trading_day: TradingDay
 
 
-class EndDay(msgspec.Struct, frozen=True, tag=True, forbid_unknown_fields=True):
+class EndDay(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
     """Close the trading day: day orders expire, each instrument's close is struck."""
 
 
