@@ -37,6 +37,7 @@ def open_engine(config: Config, data_dir: Path, clock) -> Engine:
         build_core(config), journal, clock, data_dir / "snapshots",
         snapshot_every=config.engine.snapshot_every_commands,
         snapshots_kept=config.engine.snapshots_kept,
+        gc_freeze_every=config.engine.gc_freeze_every_commands or None,
     )
 
 

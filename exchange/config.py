@@ -64,6 +64,9 @@ class EngineConfig(msgspec.Struct, forbid_unknown_fields=True):
     fsync_batch_records: PositiveInt = 1_000
     snapshot_every_commands: PositiveInt = 1_000_000
     snapshots_kept: PositiveInt = 3
+    # Freeze long-lived objects out of the garbage collector's sight every so many commands
+    # (see exchange/engine/engine.py); 0 leaves the collector alone.
+    gc_freeze_every_commands: Annotated[int, msgspec.Meta(ge=0, le=2**62)] = 10_000
 
 
 def _default_instruments() -> list[InstrumentConfig]:

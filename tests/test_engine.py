@@ -3,6 +3,7 @@ snapshots at random points, damaged journals refused, torn tails cut."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import os
 import random
@@ -198,3 +199,27 @@ def test_a_torn_last_record_is_cut_and_the_state_is_the_one_before(tmp_path: Pat
         pass
     assert recovered.core.state_hash() == expected.state_hash()
     assert recovered.last_seq == last.seq - 1
+
+
+def test_the_core_makes_no_reference_cycles() -> None:
+    """What the engine's gc.freeze() policy relies on: trading garbage is freed by reference
+    counting alone, so freezing never keeps a dead cycle alive."""
+    gc.collect()
+    gc.disable()
+    try:
+        engine, _ = simulate(MemoryJournal(), commands=3_000, days=2)
+        del engine
+        found = gc.collect()
+    finally:
+        gc.enable()
+    assert found == 0
+
+
+def test_the_engine_freezes_the_collector_on_schedule_and_collects_after_the_close() -> None:
+    gc.unfreeze()
+    try:
+        engine = Engine(new_core(), MemoryJournal(), SimulatedClock(), gc_freeze_every=100)
+        Simulation(engine, 1, members=5, start_day=date(2026, 11, 23)).run(1, 250)
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()

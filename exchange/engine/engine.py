@@ -8,10 +8,19 @@ Start-up and crash recovery are one path, :meth:`Engine.recover`: load the newes
 snapshot, then replay the journal's tail through the same ``apply``. Replaying gives the same
 state and the same events, byte for byte, because the core is deterministic and the journal
 holds the stamped commands.
+
+The garbage collector. With a million resting orders a full collection walks every order in
+every level's queue (30-40 ms here), which no trading latency can afford. The core creates no
+reference cycles (a test proves it), so the engine moves what has lived through
+``gc_freeze_every`` commands out of the collector's sight with ``gc.freeze()``, which is
+O(1); young-generation collections stay small. At the end of the trading day, outside
+trading hours, it unfreezes and collects once, so cycles made by the shell (asyncio, say) are
+reclaimed daily. ``gc_freeze_every=None`` leaves the collector alone.
 """
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Callable, Iterator
 
@@ -20,7 +29,7 @@ import msgspec
 from exchange.engine.core import ExchangeCore, decode_state, encode_state
 from exchange.engine.journal import Journal
 from exchange.engine.snapshot import Snapshot, latest_snapshot, prune_snapshots, write_snapshot
-from exchange.model.commands import Command
+from exchange.model.commands import Command, EndDay
 
 Clock = Callable[[], int]
 """Nanoseconds since the epoch; injected so that tests and simulations are reproducible."""
@@ -52,6 +61,7 @@ class Engine:
         snapshot_dir: Path | None = None,
         snapshot_every: int = 1_000_000,
         snapshots_kept: int = 3,
+        gc_freeze_every: int | None = None,
     ) -> None:
         assert core.last_seq == journal.last_seq, "the core must be recovered from this journal"
         self.core = core
@@ -60,12 +70,34 @@ class Engine:
         self.snapshot_dir = snapshot_dir
         self.snapshot_every = snapshot_every
         self.snapshots_kept = snapshots_kept
+        self.gc_freeze_every = gc_freeze_every
         self.last_ts_ns = 0
+        self._next_snapshot_seq = self._next_freeze_seq = self._next_housekeeping_seq = 0
         self._schedule_snapshot()
+        self._schedule_freeze()
 
     def _schedule_snapshot(self) -> None:
         every = self.snapshot_every if self.snapshot_dir is not None else 2**63
         self._next_snapshot_seq = self.core.last_seq + every
+        self._next_housekeeping_seq = min(self._next_snapshot_seq, self._next_freeze_seq)
+
+    def _schedule_freeze(self) -> None:
+        every = self.gc_freeze_every if self.gc_freeze_every is not None else 2**63
+        self._next_freeze_seq = self.core.last_seq + every
+        self._next_housekeeping_seq = min(self._next_snapshot_seq, self._next_freeze_seq)
+
+    def _housekeeping(self, seq: int) -> None:
+        if seq >= self._next_snapshot_seq:
+            self.snapshot()
+        if seq >= self._next_freeze_seq:
+            gc.freeze()
+            self._schedule_freeze()
+
+    def _collect_after_close(self) -> None:
+        if self.gc_freeze_every is not None:
+            gc.unfreeze()
+            gc.collect()
+            gc.freeze()
 
     @property
     def last_seq(self) -> int:
@@ -80,8 +112,10 @@ class Engine:
         self.last_ts_ns = ts_ns
         self.journal.append(seq, ts_ns, _command_encoder.encode(command))
         events = self.core.apply(seq, ts_ns, command)
-        if seq >= self._next_snapshot_seq:
-            self.snapshot()
+        if seq >= self._next_housekeeping_seq:
+            self._housekeeping(seq)
+        if type(command) is EndDay:
+            self._collect_after_close()
         return events
 
     def snapshot(self) -> Path:
