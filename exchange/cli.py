@@ -73,7 +73,7 @@ def print_summary(summary: SimulationSummary, args: argparse.Namespace, elapsed_
         def price(value: int | None) -> str:
             return format_fen(value) if value is not None else "-"
         print(f"{symbol:<10} {price(item.open_fen):>9} {price(item.high_fen):>9} {price(item.low_fen):>9} "
-              f"{price(item.close_fen):>9} {item.volume_t:>13,} {format_fen(item.turnover_fen):>18} {item.trades:>8,}")
+              f"{price(item.close_fen):>9} {item.volume_t:>13,} {format_fen(item.turnover_fen, grouped=True):>18} {item.trades:>8,}")
     print("rejects by reason:")
     for name, count in describe_rejects(summary.rejects) or [("none", 0)]:
         print(f"  {name:<40} {count:>8,}")

@@ -41,11 +41,11 @@ def price_band(prev_close_fen: int, band_bps: int, tick_fen: int) -> tuple[int, 
     return max(lower, tick_fen), min(upper, MAX_PRICE_FEN - MAX_PRICE_FEN % tick_fen)
 
 
-def format_fen(amount_fen: int) -> str:
-    """``5820`` -> ``"58.20"``; exact, for the edges only."""
+def format_fen(amount_fen: int, grouped: bool = False) -> str:
+    """``5820`` -> ``"58.20"`` (``grouped``: ``"1,115,449,997.66"``); exact, for the edges only."""
     sign = "-" if amount_fen < 0 else ""
     yuan, fen = divmod(abs(amount_fen), FEN_PER_YUAN)
-    return f"{sign}{yuan}.{fen:02d}"
+    return f"{sign}{yuan:,}.{fen:02d}" if grouped else f"{sign}{yuan}.{fen:02d}"
 
 
 def parse_fen(text: str) -> int:
