@@ -223,3 +223,34 @@ def test_the_engine_freezes_the_collector_on_schedule_and_collects_after_the_clo
         assert gc.get_freeze_count() > 0
     finally:
         gc.unfreeze()
+
+
+def test_recovery_passes_over_a_snapshot_ahead_of_the_journal(tmp_path: Path) -> None:
+    journal = FileJournal(tmp_path / "j", fsync=FsyncPolicy.NEVER)
+    engine = Engine(new_core(), journal, SimulatedClock(), snapshot_dir=tmp_path / "snap", snapshot_every=300)
+    Simulation(engine, 4, members=8, start_day=date(2026, 11, 23)).run(1, 1_000)
+    engine.close()
+    expected = engine.core.state_hash()
+    records = list(FileJournal(tmp_path / "j").records())
+    # The journal loses its tail (as if the OS dropped unsynced pages); the newest snapshot
+    # is now ahead of it and must not be used.
+    cut = records[-150]
+    with open(tmp_path / "j", "r+b") as file:
+        file.truncate(cut.position)
+    recovered = Engine.recover(new_core(), FileJournal(tmp_path / "j"), SimulatedClock(), tmp_path / "snap")
+    replayed = new_core()
+    for _ in replay(replayed, iter(records[:-150])):
+        pass
+    assert recovered.core.state_hash() == replayed.state_hash() != expected
+
+
+def test_a_snapshot_from_another_history_is_refused(tmp_path: Path) -> None:
+    from exchange.engine.journal import JournalError
+
+    for name, seed in (("a", 1), ("b", 2)):
+        journal = FileJournal(tmp_path / name, fsync=FsyncPolicy.NEVER)
+        engine = Engine(new_core(), journal, SimulatedClock(), snapshot_dir=tmp_path / f"snap-{name}", snapshot_every=400)
+        Simulation(engine, seed, members=8, start_day=date(2026, 11, 23)).run(1, 1_000)
+        engine.close()
+    with pytest.raises(JournalError):
+        Engine.recover(new_core(), FileJournal(tmp_path / "a"), SimulatedClock(), tmp_path / "snap-b")

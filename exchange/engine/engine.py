@@ -146,11 +146,15 @@ class Engine:
     ) -> "Engine":
         """Rebuild ``core`` from the newest snapshot and the journal's tail, then open for
         business. ``on_events`` receives the replayed events, as live trading would."""
-        snap = latest_snapshot(snapshot_dir) if snapshot_dir is not None else None
-        if snap is not None and snap.seq <= journal.last_seq:
+        # A snapshot ahead of the journal (the OS lost journal pages it had not synced) is
+        # passed over for an older one; the journal is the truth.
+        snap = latest_snapshot(snapshot_dir, at_most_seq=journal.last_seq) if snapshot_dir is not None else None
+        records = journal.records()
+        if snap is not None:
             core.restore(decode_state(snap.state))
+            records = journal.records(after_seq=snap.seq, expect_chain=snap.chain_hash)
         last_ts_ns = 0
-        for seq, ts_ns, events in replay(core, journal.records(after_seq=core.last_seq)):
+        for seq, ts_ns, events in replay(core, records):
             last_ts_ns = ts_ns
             if on_events is not None:
                 on_events(seq, ts_ns, events)

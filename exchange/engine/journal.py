@@ -1,0 +1,530 @@
+"""The append-only command journal: every command, in sequence, before it is applied.
+
+The engine stamps each command with a gap-free sequence number and a timestamp and appends the
+encoded command here *before* applying it; replaying the journal rebuilds the state. The
+journal stores opaque payload bytes and knows nothing about commands.
+
+On-disk format (all integers little-endian)
+-------------------------------------------
+File header, 40 bytes::
+
+    magic      8s   b"\\x89CXJ\\r\\n\\x1a\\n"  (PNG-style: catches text-mode and 7-bit mangling)
+    version    u32  1
+    base_seq   u64  the file holds seqs base_seq+1, base_seq+2, ...  (0 for a fresh exchange)
+    base_chain 16s  chain value of the history before this file (16 zero bytes when none)
+    crc        u32  CRC32 of the 36 bytes above
+
+then records, back to back, each ``28 + payload_len`` bytes::
+
+    payload_len u32
+    seq         u64  exactly the previous record's seq + 1 (the first: base_seq + 1)
+    ts_ns       u64
+    head_crc    u32  CRC32 of the 20 bytes above
+    payload     payload_len bytes
+    link        u32  CRC32 of the record's bytes before it (header and payload), seeded with
+                     the previous record's link (the first record: with the file header's crc)
+
+Checksums and the chain
+-----------------------
+`head_crc` lets the length be trusted on its own, which is what tells a torn tail from damage
+(below). `link` covers the whole record and, being a running CRC, ties it to every record
+before it: a record copied in from another journal, or moved, fails even when its seq fits.
+
+The chain value (`chain_hash`) is blake2b(digest_size=16) of the file's bytes from offset 0 to
+the end of the last record: a hash of the whole history (the file header carries base_chain,
+so it chains across files). Anyone can recompute it with a stock blake2b tool. It is what a
+snapshot stores and what is reported outside; `records(after_seq, expect_chain=...)` checks a
+snapshot belongs to this history.
+
+Why not a blake2b value stored in every record (chain_i = blake2b(chain_{i-1} || record))?
+One blake2b call costs ~300 ns from Python whatever the input size, measured here: an eighth of
+the engine's whole 2.5 us budget per command, on top of the framing. Hashing the bytes in bulk when they are handed to the
+OS costs ~1 ns/byte (~90 ns per 88-byte record). Per-record CRC32s still detect every damaged
+byte (a CRC32 catches every error burst up to 32 bits, so every single flipped byte) and place
+it to the record; the 128-bit hash gives the tamper-evidence where it counts, once a chain
+value is kept somewhere else (snapshot, regulator, replica). A stored per-record chain would
+not add tamper-evidence on its own: anyone able to edit the file can recompute it.
+
+Damage versus a torn tail
+-------------------------
+A crash while writing leaves the file ending inside the last record: fewer than 24 header
+bytes, or a header whose CRC is good and whose record runs past the end of the file. That torn
+tail is reported (`torn_tail_bytes`) and cut off when the journal is opened for writing.
+Anything else that does not verify raises JournalCorrupted naming the byte offset: a flipped
+byte never changes the file length, and the header has its own CRC, so a damaged length never
+passes for a torn tail.
+
+Cost (Python 3.11, a shared 2-core VM with other jobs running: an empty method call measured
+54 ns there against ~38 ns when idle, so read these as upper bounds)
+------------------------------------------------------------------------------------------
+append(), 60-byte payload, 50,000 appends then flush(), best of 30 runs:
+
+    MemoryJournal                                         ~670 ns
+    FileJournal NEVER                                     ~700 ns
+    FileJournal BATCHED, fsync every 1000 appends         ~920 ns, of which fsync ~220 ns
+    FileJournal EVERY_COMMAND                             ~130 us, of which fsync ~120 us
+    rejected: a blake2b chain value stored in each record ~980 ns (same loop, memory only)
+
+Reading verifies at ~1.2 us per record (scan); opening a FileJournal and replaying it with
+records() reads it twice, ~2.4 us per record.
+"""
+
+from __future__ import annotations
+
+import enum
+import fcntl
+import hashlib
+import mmap
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+from typing import NamedTuple, Protocol, runtime_checkable
+
+MAGIC = b"\x89CXJ\r\n\x1a\n"
+FORMAT_VERSION = 1
+CHAIN_SIZE = 16
+GENESIS_CHAIN = bytes(CHAIN_SIZE)
+
+_FILE_FIELDS = struct.Struct("<8sIQ16s")  # magic, version, base_seq, base_chain
+_U32 = struct.Struct("<I")
+FILE_HEADER_SIZE = _FILE_FIELDS.size + _U32.size  # 40
+
+_RECORD_FIELDS = struct.Struct("<IQQ")  # payload_len, seq, ts_ns
+_RECORD_HEAD = struct.Struct("<IQQI")  # the same plus head_crc
+RECORD_HEADER_SIZE = _RECORD_HEAD.size  # 24
+RECORD_OVERHEAD = RECORD_HEADER_SIZE + _U32.size  # 28: header and link
+
+_crc32 = zlib.crc32
+_blake2b = hashlib.blake2b
+
+
+class FsyncPolicy(enum.Enum):
+    NEVER = "never"  # the OS decides when data reaches the disk
+    BATCHED = "batched"  # fsync at flush() and every `batch_records` appends
+    EVERY_COMMAND = "every_command"  # write and fsync on every append
+
+
+class JournalRecord(NamedTuple):
+    seq: int
+    ts_ns: int
+    payload: bytes
+    position: int  # byte offset of the record in the file
+
+
+class ScanResult(NamedTuple):
+    last_seq: int  # base_seq when the file holds no record
+    chain_hash: bytes  # blake2b of the bytes up to valid_length
+    valid_length: int  # bytes up to the end of the last good record
+    torn_tail_bytes: int  # bytes after valid_length: an unfinished record from a crash
+    base_seq: int
+
+
+class JournalError(Exception):
+    """The journal cannot do what was asked (closed, failed write, wrong snapshot, ...)."""
+
+
+class JournalCorrupted(JournalError):
+    """Bytes on disk do not verify. Never repaired automatically: an operator decides.
+
+    `position` is the byte offset of the damaged file header (0) or record; `seq` is the seq of
+    the last record that verified before it (base_seq if none).
+    """
+
+    def __init__(self, reason: str, position: int, seq: int) -> None:
+        super().__init__(f"{reason} at byte {position} (last good seq {seq})")
+        self.reason = reason
+        self.position = position
+        self.seq = seq
+
+
+@runtime_checkable
+class Journal(Protocol):
+    """The seam where a replicated log (NATS JetStream, Kafka) replaces the local file."""
+
+    def append(self, seq: int, ts_ns: int, payload: bytes) -> None: ...
+
+    def flush(self) -> None: ...
+
+    def close(self) -> None: ...
+
+    @property
+    def last_seq(self) -> int: ...
+
+    @property
+    def chain_hash(self) -> bytes: ...
+
+    def records(self, after_seq: int = 0, expect_chain: bytes | None = None) -> Iterator[JournalRecord]:
+        """Verified records with seq > after_seq; with expect_chain, the chain value at
+        after_seq must equal it (JournalError otherwise)."""
+        ...
+
+
+# ---------------------------------------------------------------------------- writing
+
+
+class _Writer:
+    """Append and hand-off logic shared by FileJournal and MemoryJournal.
+
+    Records collect in a bytearray and are handed to the sink (`_write`) in large chunks:
+    every `batch` appends, when the buffer reaches `buffer_bytes`, and at flush(). The chain
+    hash is updated once per chunk, not once per record.
+    """
+
+    def _start_writer(
+        self, found: _Verifier, policy: FsyncPolicy, batch_records: int, buffer_bytes: int
+    ) -> None:
+        assert batch_records >= 1 and buffer_bytes >= 1
+        self._policy = policy
+        self._batch = 1 if policy is FsyncPolicy.EVERY_COMMAND else batch_records
+        self._buffer_bytes = buffer_bytes
+        self._last_seq = found.last_seq
+        self._link = found.link
+        self._hasher = found.hasher()
+        self._buf = bytearray()
+        self._batch_end = self._last_seq + self._batch
+        self._unsynced = False
+        self._refusal: str | None = None  # why appends are refused: closed, or a failed write
+        self._closed = False
+
+    # `_pack`, `_u32`, `_crc` are bound once as defaults: saves global lookups on every call.
+    def append(
+        self, seq: int, ts_ns: int, payload: bytes, _pack=_RECORD_FIELDS.pack, _u32=_U32.pack, _crc=_crc32
+    ) -> None:
+        assert seq == self._last_seq + 1, f"journal seq {seq} does not follow {self._last_seq}"
+        # Everything that can raise (negative ts, payload not bytes) runs before the buffer is
+        # touched, so a refused append leaves the journal as it was.
+        fields = _pack(len(payload), seq, ts_ns)
+        record = fields + _u32(_crc(fields)) + payload
+        link = _crc(record, self._link)  # one CRC over 80-odd bytes beats two short ones
+        buf = self._buf
+        buf += record
+        buf += _u32(link)
+        self._link = link
+        self._last_seq = seq
+        if seq >= self._batch_end or len(buf) >= self._buffer_bytes:
+            self._commit(sync=seq >= self._batch_end)
+
+    def flush(self) -> None:
+        """Hand buffered records to the OS; fsync unless the policy is NEVER."""
+        self._commit(sync=True)
+
+    @property
+    def last_seq(self) -> int:
+        return self._last_seq
+
+    @property
+    def chain_hash(self) -> bytes:
+        hasher = self._hasher.copy()
+        hasher.update(self._buf)
+        return hasher.digest()
+
+    def _commit(self, sync: bool) -> None:
+        if self._refusal:
+            raise JournalError(self._refusal)
+        try:
+            if self._buf:
+                self._write(self._buf)
+                self._hasher.update(self._buf)
+                self._buf.clear()
+                self._unsynced = True
+            if sync and self._unsynced and self._policy is not FsyncPolicy.NEVER:
+                self._sync()
+                self._unsynced = False
+        except BaseException as error:
+            # What reached the disk is unknown now, and a failed fsync must not be retried
+            # (the kernel may have dropped the pages): refuse everything from here on.
+            self._refusal = f"journal write failed ({error!r}); restart from the journal"
+            raise
+        if sync:  # a write because the buffer filled up does not start a new batch
+            self._batch_end = self._last_seq + self._batch
+
+    def _write(self, data: bytearray) -> None:
+        raise NotImplementedError
+
+    def _sync(self) -> None:
+        raise NotImplementedError
+
+
+class FileJournal(_Writer):
+    """A journal in one local file. Opening verifies the whole file and continues from its end.
+
+    `torn_tail_bytes` tells how many bytes of an unfinished record (a crash while writing)
+    were cut off on opening. Damage raises JournalCorrupted and leaves the file untouched.
+    One writer per file: the file is locked (flock) while open. A journal dropped without
+    close() loses its unflushed records, as a crash would.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        fsync: FsyncPolicy = FsyncPolicy.BATCHED,
+        batch_records: int = 1000,
+        buffer_bytes: int = 1 << 20,
+        *,
+        base_seq: int = 0,
+        base_chain: bytes = GENESIS_CHAIN,
+    ) -> None:
+        self._closed = True  # until the file is open, for __del__
+        self.path = Path(path)
+        if not self.path.exists():
+            _create_file(self.path, file_header(base_seq, base_chain))
+        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        try:
+            _lock(self._fd, self.path)
+            found = _verify_file(self.path)
+            if found.torn_tail_bytes:
+                os.ftruncate(self._fd, found.pos)
+                os.fsync(self._fd)
+        except BaseException:
+            os.close(self._fd)
+            raise
+        self.torn_tail_bytes = found.torn_tail_bytes
+        self._size = found.pos
+        self._start_writer(found, fsync, batch_records, buffer_bytes)
+
+    def close(self) -> None:
+        if self._closed:
+            return
+        try:
+            self.flush()
+        finally:
+            self._closed = True
+            self._refusal = "journal is closed"
+            os.close(self._fd)  # also releases the lock
+
+    def __del__(self) -> None:
+        if not self._closed:
+            self._closed = True
+            os.close(self._fd)
+
+    def records(self, after_seq: int = 0, expect_chain: bytes | None = None) -> Iterator[JournalRecord]:
+        """Verified records with seq > after_seq, oldest first.
+
+        With `expect_chain` (a snapshot's chain_hash) the chain value at after_seq must equal
+        it, else JournalError: the snapshot was taken from another history.
+        """
+        self._commit(sync=False)  # buffered records must be in the file for the reader
+        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), self._size, access=mmap.ACCESS_READ) as data:
+            yield from _replay(_Verifier(data, self._size), after_seq, expect_chain)
+
+    def _write(self, data: bytearray) -> None:
+        done = 0
+        while done < len(data):
+            done += os.write(self._fd, memoryview(data)[done:])
+        self._size += done
+
+    def _sync(self) -> None:
+        os.fsync(self._fd)
+
+
+class MemoryJournal(_Writer):
+    """The same format in a bytearray, for tests and benchmarks.
+
+    getvalue() equals the bytes a FileJournal holds after the same appends and a flush. `data`
+    opens existing journal bytes the way FileJournal opens a file (torn tail cut, damage raised).
+    """
+
+    def __init__(
+        self,
+        batch_records: int = 1000,
+        buffer_bytes: int = 1 << 20,
+        *,
+        base_seq: int = 0,
+        base_chain: bytes = GENESIS_CHAIN,
+        data: bytes | None = None,
+    ) -> None:
+        if data is None:
+            data = file_header(base_seq, base_chain)
+        found = _verify(bytes(data))
+        self._data = bytearray(data[: found.pos])
+        self.torn_tail_bytes = found.torn_tail_bytes
+        self._start_writer(found, FsyncPolicy.NEVER, batch_records, buffer_bytes)
+
+    def getvalue(self) -> bytes:
+        """What a file would hold now: records handed on so far, not the open buffer."""
+        return bytes(self._data)
+
+    def close(self) -> None:
+        if not self._closed:
+            self.flush()
+            self._closed = True
+            self._refusal = "journal is closed"
+
+    def records(self, after_seq: int = 0, expect_chain: bytes | None = None) -> Iterator[JournalRecord]:
+        """As FileJournal.records."""
+        self._commit(sync=False)
+        data = bytes(self._data)
+        yield from _replay(_Verifier(data, len(data)), after_seq, expect_chain)
+
+    def _write(self, data: bytearray) -> None:
+        self._data += data
+
+    def _sync(self) -> None:
+        pass
+
+
+def file_header(base_seq: int = 0, base_chain: bytes = GENESIS_CHAIN) -> bytes:
+    assert len(base_chain) == CHAIN_SIZE
+    fields = _FILE_FIELDS.pack(MAGIC, FORMAT_VERSION, base_seq, base_chain)
+    return fields + _U32.pack(_crc32(fields))
+
+
+def _create_file(path: Path, header: bytes) -> None:
+    """Create the file with its header atomically, so a journal never exists half-made."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
+    try:
+        os.write(fd, header)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        os.link(tmp, path)  # unlike rename, never replaces a journal someone else just made
+    except FileExistsError:
+        pass
+    finally:
+        os.unlink(tmp)
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _lock(fd: int, path: Path) -> None:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise JournalError(f"{path} is open for writing elsewhere") from None
+
+
+# ---------------------------------------------------------------------------- reading
+
+
+def scan(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview) -> ScanResult:
+    """Verify a whole journal: raise JournalCorrupted on damage, report a torn tail."""
+    if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
+        found = _verify(bytes(path_or_bytes))
+    else:
+        found = _verify_file(Path(path_or_bytes))
+    return ScanResult(found.last_seq, found.chain(), found.pos, found.torn_tail_bytes, found.base_seq)
+
+
+def _verify_file(path: Path) -> _Verifier:
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        if size == 0:
+            return _verify(b"")
+        with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
+            found = _verify(data)
+            found.chain()  # hash while the map is open; the verifier must not touch it after
+            found.detach()
+            return found
+
+
+def _verify(data: bytes | mmap.mmap) -> _Verifier:
+    found = _Verifier(data, len(data))
+    for _ in found.records():
+        pass
+    return found
+
+
+class _Verifier:
+    """Reads a journal front to back (up to `end`), verifying every byte on the way."""
+
+    def __init__(self, data: bytes | mmap.mmap, end: int) -> None:
+        self._data = data
+        self._end = end
+        self.base_seq, self.link = self._read_file_header()
+        self.last_seq = self.base_seq
+        self.pos = FILE_HEADER_SIZE  # end of the verified part
+        self.torn_tail_bytes = 0
+        self._hasher = _blake2b(digest_size=CHAIN_SIZE)
+        self._hashed = 0  # the hasher has seen bytes [0, _hashed)
+
+    def _read_file_header(self) -> tuple[int, int]:
+        if self._end < FILE_HEADER_SIZE:
+            # Files are created with their header atomically: a short one is damage.
+            raise JournalCorrupted(f"file shorter than its {FILE_HEADER_SIZE}-byte header", 0, 0)
+        magic, version, base_seq, _ = _FILE_FIELDS.unpack_from(self._data, 0)
+        (crc,) = _U32.unpack_from(self._data, _FILE_FIELDS.size)
+        if magic != MAGIC:
+            raise JournalCorrupted("bad magic: not a journal file", 0, 0)
+        if _crc32(self._data[: _FILE_FIELDS.size]) != crc:
+            raise JournalCorrupted("bad file header checksum", 0, 0)
+        if version != FORMAT_VERSION:
+            raise JournalCorrupted(f"unsupported format version {version}", 0, 0)
+        return base_seq, crc
+
+    def records(self) -> Iterator[JournalRecord]:
+        """Each record once it has verified; stops at the end or at a torn tail."""
+        # Locals, not attributes, in the loop: this is the recovery time of the exchange.
+        data, end, unpack_head, unpack_u32 = self._data, self._end, _RECORD_HEAD.unpack_from, _U32.unpack_from
+        pos, last_seq, link = self.pos, self.last_seq, self.link
+        try:
+            while pos < end:
+                if end - pos < RECORD_HEADER_SIZE:
+                    self.torn_tail_bytes = end - pos
+                    return
+                size, seq, ts_ns, head_crc = unpack_head(data, pos)
+                if _crc32(data[pos : pos + _RECORD_FIELDS.size]) != head_crc:
+                    raise JournalCorrupted("bad record header checksum", pos, last_seq)
+                stop = pos + RECORD_OVERHEAD + size
+                if stop > end:  # a good header whose record the file does not hold
+                    self.torn_tail_bytes = end - pos
+                    return
+                record_link = _crc32(data[pos : stop - _U32.size], link)
+                if record_link != unpack_u32(data, stop - _U32.size)[0]:
+                    raise JournalCorrupted("bad body checksum: payload or link damaged, or record out of place", pos, last_seq)
+                if seq != last_seq + 1:
+                    gap = "gap" if seq > last_seq else "repeat"
+                    raise JournalCorrupted(f"sequence {gap}: seq {seq} after {last_seq}", pos, last_seq)
+                record = JournalRecord(seq, ts_ns, data[pos + RECORD_HEADER_SIZE : stop - _U32.size], pos)
+                pos, last_seq, link = stop, seq, record_link
+                yield record
+        finally:
+            self.pos, self.last_seq, self.link = pos, last_seq, link
+
+    def chain(self, upto: int | None = None) -> bytes:
+        """The chain value at offset `upto` (default: the end of what verified): blake2b of
+        every byte before it, hashed in one go."""
+        upto = self.pos if upto is None else upto
+        if self._hashed < upto:
+            self._hasher.update(memoryview(self._data)[self._hashed : upto])
+            self._hashed = upto
+        return self._hasher.digest()
+
+    def hasher(self) -> hashlib.blake2b:
+        self.chain()
+        return self._hasher.copy()
+
+    def detach(self) -> None:
+        """Drop the reference to the data (an mmap about to close); all is hashed by now."""
+        assert self._hashed == self.pos
+        self._data = b""
+
+
+def _replay(found: _Verifier, after_seq: int, expect_chain: bytes | None) -> Iterator[JournalRecord]:
+    if after_seq < found.base_seq:
+        raise JournalError(f"journal starts after seq {found.base_seq}; seq {after_seq} is not in it")
+    if expect_chain is not None and after_seq == found.base_seq:
+        _check_chain(found.chain(), expect_chain, after_seq)
+    for record in found.records():
+        if record.seq > after_seq:
+            yield record
+        elif record.seq == after_seq and expect_chain is not None:
+            end_of_record = record.position + RECORD_OVERHEAD + len(record.payload)
+            _check_chain(found.chain(end_of_record), expect_chain, after_seq)
+    if expect_chain is not None and found.last_seq < after_seq:
+        raise JournalError(f"journal ends at seq {found.last_seq}, before seq {after_seq}")
+
+
+def _check_chain(chain: bytes, expected: bytes, seq: int) -> None:
+    if chain != expected:
+        raise JournalError(f"chain mismatch at seq {seq}: journal has {chain.hex()}, expected {expected.hex()}")
