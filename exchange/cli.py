@@ -20,7 +20,7 @@ from exchange.simulation import SimulatedClock, Simulation, SimulationSummary, d
 
 
 def build_core(config: Config) -> ExchangeCore:
-    return ExchangeCore(config.listed_instruments(), config.market.stp)
+    return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy())
 
 
 def open_engine(config: Config, data_dir: Path, clock) -> Engine:
@@ -50,7 +50,7 @@ def simulate(args: argparse.Namespace) -> int:
             print(f"error: {data_dir} already holds a journal; simulate needs an empty data directory", file=sys.stderr)
             return 2
         started = time.perf_counter()
-        simulation = Simulation(engine, args.seed, args.members, date.fromisoformat(args.start))
+        simulation = Simulation(engine, args.seed, args.members, date.fromisoformat(args.start), config.calendar.schedule())
         summary = simulation.run(args.days, args.commands)
         elapsed = time.perf_counter() - started
         engine.close()

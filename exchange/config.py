@@ -17,6 +17,8 @@ import msgspec
 from exchange.model.enums import InstrumentKind, SelfTradePolicy
 from exchange.model.instruments import Instrument
 from exchange.model.units import parse_fen
+from exchange.risk.limits import RiskLimits, RiskPolicy
+from exchange.risk.schedule import SessionSchedule
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
 
@@ -77,9 +79,42 @@ def _default_instruments() -> list[InstrumentConfig]:
     ]
 
 
+class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
+    max_order_value_fen: PositiveInt = RiskLimits().max_order_value_fen
+    orders_per_second: PositiveInt = RiskLimits().orders_per_second
+    order_burst: PositiveInt = RiskLimits().order_burst
+    max_open_orders: PositiveInt = RiskLimits().max_open_orders
+
+
+class RiskConfig(msgspec.Struct, forbid_unknown_fields=True):
+    position_limit_t: PositiveInt = 1_000_000  # others; covered entities add their allocation
+    large_holder_bps: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 8_000
+    holding_days: Annotated[int, msgspec.Meta(ge=0, le=30)] = 1  # T+1
+    same_day_proceeds: bool = True
+    limits: LimitsConfig = msgspec.field(default_factory=LimitsConfig)
+
+    def policy(self) -> RiskPolicy:
+        limits = RiskLimits(**msgspec.structs.asdict(self.limits))
+        return RiskPolicy(self.position_limit_t, self.large_holder_bps, self.holding_days, self.same_day_proceeds, limits)
+
+
+class CalendarConfig(msgspec.Struct, forbid_unknown_fields=True):
+    sessions: list[tuple[str, str]] = msgspec.field(default_factory=lambda: [("09:30", "11:30"), ("13:00", "15:00")])
+    holidays: list[str] = msgspec.field(default_factory=list)
+    utc_offset_hours: Annotated[int, msgspec.Meta(ge=-12, le=14)] = 8
+
+    def schedule(self) -> SessionSchedule:
+        try:
+            return SessionSchedule(self.sessions, self.holidays, self.utc_offset_hours)
+        except ValueError as error:
+            raise ConfigError(f"calendar: {error}") from None
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     market: MarketConfig = msgspec.field(default_factory=MarketConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
+    risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
+    calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
     instruments: list[InstrumentConfig] = msgspec.field(default_factory=_default_instruments)
 
     def listed_instruments(self) -> list[Instrument]:
@@ -98,7 +133,8 @@ def parse_config(text: str | bytes, source: str = "config") -> Config:
         config = msgspec.toml.decode(text, type=Config)
     except (msgspec.ValidationError, msgspec.DecodeError) as error:
         raise ConfigError(f"{source}: {error}") from None
-    config.listed_instruments()  # surface bad instrument values at start-up
+    config.listed_instruments()  # surface bad values at start-up
+    config.calendar.schedule()
     return config
 
 

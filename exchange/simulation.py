@@ -1,10 +1,14 @@
 """A seeded, in-process trading session: many members, every order type, days to the close.
 
-Members are drawn in three styles: market makers quote both sides near a drifting fair
-value, takers cross the spread with IOC, FOK and market orders, and the rest place day and
-GTC orders, amend and cancel them. A few orders are deliberately bad (too large, outside the
-band, off the lot) so that rejects show in the summary. Everything flows through the engine
-and its journal, so the same seed gives the same journal, events and state hash.
+Members are registered (covered entities with allocations and voluntary participants, a few
+linked pairs), funded by deposits and given holdings as the registry would at the start of
+day. They trade in three styles: market makers quote both sides near a drifting fair value,
+takers cross the spread with IOC, FOK and market orders, and the rest place day and GTC
+orders, amend and cancel them. Some orders are deliberately bad (too large, outside the band,
+more than the member can pay for or deliver) so that rejects show in the summary; now and
+then the operator halts an instrument or pulls a member's kill switch. The session schedule
+moves the trading phases at their times. Everything flows through the engine and its
+journal, so the same seed gives the same journal, events and state hash.
 """
 
 from __future__ import annotations
@@ -12,13 +16,25 @@ from __future__ import annotations
 import random
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 
 from exchange.engine import Engine
 from exchange.model import (
     AmendOrder,
+    Deposit,
+    HaltInstrument,
+    KillSwitch,
+    LoadHolding,
+    MemberKind,
+    MemberStatus,
+    RegisterMember,
+    ResumeInstrument,
+    SetMemberStatus,
+    SetTradingPhase,
+    Withdraw,
     AmendRejected,
     CancelOrder,
+    CommandRejected,
     CancelRejected,
     DayClosed,
     EndDay,
@@ -33,28 +49,20 @@ from exchange.model import (
     TimeInForce,
 )
 from exchange.model.rejects import RejectReason
+from exchange.risk.schedule import SessionSchedule
 
-SESSION_SECONDS = 4 * 3600  # 09:30-11:30 and 13:00-15:00
 NS = 1_000_000_000
+CASH_PER_MEMBER_FEN = 500_000_000  # 5 million CNY
 
 
 class SimulatedClock:
-    """A clock the simulation moves: trading time only, in equal steps across the sessions."""
+    """A clock the simulation sets; the engine reads it like the wall clock."""
 
     def __init__(self) -> None:
         self.now_ns = 0
 
     def __call__(self) -> int:
         return self.now_ns
-
-    def set_session_time(self, day: date, elapsed_ns: int) -> None:
-        """Place the clock ``elapsed_ns`` into the day's continuous trading (China time)."""
-        midnight_utc_ns = (day - date(1970, 1, 1)).days * 86_400 * NS - 8 * 3600 * NS
-        morning_ns = 2 * 3600 * NS
-        if elapsed_ns < morning_ns:
-            self.now_ns = midnight_utc_ns + (9 * 3600 + 1800) * NS + elapsed_ns
-        else:
-            self.now_ns = midnight_utc_ns + 13 * 3600 * NS + (elapsed_ns - morning_ns)
 
 
 @dataclass
@@ -81,33 +89,79 @@ class SimulationSummary:
 
 
 class Simulation:
-    def __init__(self, engine: Engine, seed: int, members: int, start_day: date) -> None:
+    def __init__(
+        self, engine: Engine, seed: int, members: int, start_day: date, schedule: SessionSchedule | None = None
+    ) -> None:
         self.engine = engine
         self.random = random.Random(seed)
+        self.schedule = schedule or SessionSchedule()
         self.members = [f"M{n:04d}" for n in range(1, members + 1)]
         self.styles = {m: self.random.choice(("maker", "taker", "trader", "trader")) for m in self.members}
         self.symbols = sorted(engine.core.books)
         self.fair_fen = {s: engine.core.books[s].prev_close_fen for s in self.symbols}
-        self.day = start_day
+        self.day = start_day if self.schedule.is_trading_day(start_day) else self.schedule.next_trading_day(start_day)
         self.summary = SimulationSummary(instruments={s: InstrumentSummary() for s in self.symbols})
         self.clock = engine.clock if isinstance(engine.clock, SimulatedClock) else None
+        self.undo: list[tuple[int, object]] = []  # (command number, command): operator reversals
 
     def run(self, days: int, commands_per_day: int) -> SimulationSummary:
-        for _ in range(days):
-            self._run_day(commands_per_day)
-            self.day = _next_weekday(self.day)
+        for day_number in range(days):
+            self._run_day(commands_per_day, first=day_number == 0)
+            self.day = self.schedule.next_trading_day(self.day)
         self.engine.flush()
         self.summary.state_hash = self.engine.core.state_hash()
         return self.summary
 
-    def _run_day(self, commands: int) -> None:
+    def _run_day(self, commands: int, first: bool) -> None:
+        phases = self.schedule.transitions(self.day)
+        sessions = [(start, end) for (start, _), (end, _) in zip(phases[::2], phases[1::2])]
+        self._set_time(phases[0][0] - 3_600 * NS)  # an hour before the open
+        if first:
+            self._admit_members()
         self._execute(StartDay(self.day.isoformat()))
-        step_ns = SESSION_SECONDS * NS // max(commands, 1)
+        if first:
+            self._load_holdings()
+        trading_ns = self.schedule.trading_seconds() * NS
         for n in range(commands):
-            if self.clock is not None:
-                self.clock.set_session_time(self.day, n * step_ns)
+            self._advance(sessions, phases, n * trading_ns // max(commands, 1))
             self._execute(self._next_command())
+        self._advance(sessions, phases, trading_ns)
         self._execute(EndDay())
+
+    def _advance(self, sessions: list[tuple[int, int]], pending: list, elapsed_ns: int) -> None:
+        """Move the clock ``elapsed_ns`` into the day's trading time, sending each phase change
+        that falls due on the way (and taking it off ``pending``), as the shell's scheduler
+        does."""
+        now = sessions[-1][1]
+        for start, end in sessions:
+            if elapsed_ns < end - start:
+                now = start + elapsed_ns
+                break
+            elapsed_ns -= end - start
+        while pending and pending[0][0] <= now:
+            at, phase = pending.pop(0)
+            self._set_time(at)
+            self._execute(SetTradingPhase(phase))
+        self._set_time(now)
+
+    def _set_time(self, ts_ns: int) -> None:
+        if self.clock is not None:
+            self.clock.now_ns = ts_ns
+
+    def _admit_members(self) -> None:
+        rnd = self.random
+        for number, member in enumerate(self.members):
+            covered = rnd.random() < 0.6
+            kind = MemberKind.COVERED if covered else MemberKind.VOLUNTARY
+            allocation = rnd.randrange(50_000, 500_000, 1_000) if covered else 0
+            group = f"G{number // 2}" if number < 10 else ""  # the first ten come in linked pairs
+            self._execute(RegisterMember(member, kind, allocation, group))
+            self._execute(Deposit(member, CASH_PER_MEMBER_FEN))
+
+    def _load_holdings(self) -> None:
+        for member in self.members:
+            for symbol in self.symbols:
+                self._execute(LoadHolding(member, symbol, self.random.randrange(20_000, 200_000, 100)))
 
     def _execute(self, command) -> None:
         summary = self.summary
@@ -120,7 +174,7 @@ class Simulation:
                 summary.volume_t += event.qty_t
             elif isinstance(event, OrderAccepted):
                 summary.accepted += 1
-            elif isinstance(event, (OrderRejected, CancelRejected, AmendRejected)):
+            elif isinstance(event, (OrderRejected, CancelRejected, AmendRejected, CommandRejected)):
                 summary.rejects[event.reason] += 1
             elif isinstance(event, DayClosed):
                 self._record_close(event)
@@ -141,12 +195,16 @@ class Simulation:
     # -- member behaviour ------------------------------------------------------------------
 
     def _next_command(self):
+        if self.undo and self.undo[0][0] <= self.summary.commands:
+            return self.undo.pop(0)[1]
         rnd = self.random
         member = rnd.choice(self.members)
         symbol = rnd.choice(self.symbols)
         book = self.engine.core.books[symbol]
         fair = self._drift(symbol, book)
         roll = rnd.random()
+        if roll < 0.002:
+            return self._operator_action(member, symbol)
         if roll < 0.14:
             return self._cancel_or_amend(member, symbol, book)
         if roll < 0.145:
@@ -157,6 +215,23 @@ class Simulation:
         if style == "taker" or (style == "trader" and rnd.random() < 0.2):
             return self._aggressive_order(member, symbol, book)
         return self._passive_order(member, symbol, fair, book, style)
+
+    def _operator_action(self, member: str, symbol: str):
+        """Now and then: a short halt, a kill switch restored later, money in or out."""
+        rnd = self.random
+        choice = rnd.randrange(4)
+        later = self.summary.commands + rnd.randrange(100, 500)
+        if choice == 0 and not self.engine.core.risk.halted.get(symbol):
+            self.undo.append((later, ResumeInstrument(symbol)))
+            self.undo.sort(key=lambda item: item[0])
+            return HaltInstrument(symbol)
+        if choice == 1 and not self.engine.core.risk.accounts[member].killed:
+            self.undo.append((later, SetMemberStatus(member, MemberStatus.ACTIVE)))
+            self.undo.sort(key=lambda item: item[0])
+            return KillSwitch(member)
+        if choice == 2:
+            return Deposit(member, rnd.randrange(1, 1_000_000) * 100)
+        return Withdraw(member, rnd.randrange(1, 2_000_000) * 10_000)
 
     def _drift(self, symbol: str, book) -> int:
         fair = self.fair_fen[symbol] + self.random.randint(-2, 2)
@@ -204,19 +279,14 @@ class Simulation:
     def _bad_order(self, member: str, symbol: str, book) -> SubmitOrder:
         rnd = self.random
         side = rnd.choice((Side.BUY, Side.SELL))
-        choice = rnd.randrange(3)
+        choice = rnd.randrange(4)
         if choice == 0:  # too big for open bidding: a block trade
             return SubmitOrder(member, symbol, side, 150_000, self.fair_fen[symbol])
         if choice == 1:
             return SubmitOrder(member, symbol, side, 100, book.upper_fen + rnd.randint(1, 100))
+        if choice == 2:  # more than the member can pay for or deliver
+            return SubmitOrder(member, symbol, side, 99_000, self.fair_fen[symbol])
         return SubmitOrder(member, symbol, side, 0, self.fair_fen[symbol])
-
-
-def _next_weekday(day: date) -> date:
-    day += timedelta(days=1)
-    while day.weekday() >= 5:
-        day += timedelta(days=1)
-    return day
 
 
 def describe_rejects(rejects: Counter) -> list[tuple[str, int]]:

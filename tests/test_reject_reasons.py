@@ -8,50 +8,109 @@ from exchange.engine import Engine, ExchangeCore, MemoryJournal
 from exchange.model import (
     AmendOrder,
     CancelOrder,
+    CloseMarket,
+    CommandRejected,
+    Deposit,
     EndDay,
+    HaltInstrument,
     Instrument,
     InstrumentKind,
+    KillSwitch,
+    LoadHolding,
     MassCancel,
+    MemberKind,
+    MemberStatus,
     OrderType,
+    RegisterMember,
     RejectReason,
+    SetMemberStatus,
+    SetRiskLimits,
+    SetTradingPhase,
     Side,
     StartDay,
     SubmitOrder,
     TimeInForce,
+    TradingPhase,
+    Withdraw,
 )
+from exchange.risk import RiskPolicy
 
 SYMBOL = "CEA-2025"
 # tick 5 fen, lot 10 t, at most 1,000 t; band +-10 % of 100.00 = 90.00 .. 110.00
 INSTRUMENT = Instrument(SYMBOL, InstrumentKind.ALLOWANCE, 10_000, vintage=2025, tick_fen=5, lot_t=10, max_order_qty_t=1_000)
-DAY = StartDay("2026-11-23")
+POLICY = RiskPolicy(position_limit_t=5_000)
+
+MEMBERS = [
+    RegisterMember("alice", MemberKind.VOLUNTARY),
+    RegisterMember("bob", MemberKind.VOLUNTARY),
+    Deposit("alice", 1_000_000_000),
+    Deposit("bob", 5_000_000),  # 50,000.00 CNY: 500 t at 100.00
+]
+PRE_OPEN = [*MEMBERS, StartDay("2026-11-23"), LoadHolding("alice", SYMBOL, 2_000), LoadHolding("bob", SYMBOL, 100)]
+OPEN = [*PRE_OPEN, SetTradingPhase(TradingPhase.CONTINUOUS)]
 
 
-def buy(qty: int = 100, price: int | None = 10_000, **kw) -> SubmitOrder:
-    return SubmitOrder("alice", SYMBOL, Side.BUY, qty, price, **kw)
+def buy(qty: int = 100, price: int | None = 10_000, member: str = "alice", **kw) -> SubmitOrder:
+    return SubmitOrder(member, SYMBOL, Side.BUY, qty, price, **kw)
 
 
-RESTING = buy(100, 9_000)  # becomes order id 2 (after StartDay, id 1)
+def sell(qty: int = 100, price: int | None = 10_000, member: str = "alice") -> SubmitOrder:
+    return SubmitOrder(member, SYMBOL, Side.SELL, qty, price)
+
+
+RESTING = buy(100, 9_000)  # the order id is the command's sequence number
+RESTING_ID = len(OPEN) + 1
+# bob buys 100 t from alice today: owned, locked until the next trading day (T+1)
+BOB_BOUGHT = [sell(100, 10_000), buy(100, 10_000, member="bob")]
 
 CASES: dict[RejectReason, list] = {
-    RejectReason.QTY_NOT_POSITIVE: [DAY, buy(0)],
-    RejectReason.QTY_NOT_LOT_MULTIPLE: [DAY, buy(15)],
-    RejectReason.QTY_ABOVE_MAXIMUM: [DAY, buy(1_010)],
-    RejectReason.PRICE_NOT_POSITIVE: [DAY, buy(100, None)],
-    RejectReason.PRICE_NOT_TICK_MULTIPLE: [DAY, buy(100, 10_002)],
-    RejectReason.PRICE_OUTSIDE_BAND: [DAY, buy(100, 11_005)],
-    RejectReason.MARKET_ORDER_WITH_PRICE: [DAY, buy(100, 10_000, order_type=OrderType.MARKET, tif=TimeInForce.IOC)],
-    RejectReason.MARKET_ORDER_MUST_BE_IMMEDIATE: [DAY, buy(100, None, order_type=OrderType.MARKET)],
-    RejectReason.UNKNOWN_ORDER: [DAY, RESTING, CancelOrder("bob", SYMBOL, 2)],
-    RejectReason.AMEND_NO_CHANGE: [DAY, RESTING, AmendOrder("alice", SYMBOL, 2, 100, 9_000)],
-    RejectReason.UNKNOWN_INSTRUMENT: [DAY, SubmitOrder("alice", "CEA-1999", Side.BUY, 10, 10_000)],
-    RejectReason.DAY_NOT_OPEN: [buy()],
-    RejectReason.DAY_ALREADY_OPEN: [DAY, DAY],
-    RejectReason.DAY_NOT_AFTER_PREVIOUS: [DAY, EndDay(), StartDay("2026-11-20")],
+    RejectReason.QTY_NOT_POSITIVE: [*OPEN, buy(0)],
+    RejectReason.QTY_NOT_LOT_MULTIPLE: [*OPEN, buy(15)],
+    RejectReason.QTY_ABOVE_MAXIMUM: [*OPEN, buy(1_010)],
+    RejectReason.PRICE_NOT_POSITIVE: [*OPEN, buy(100, None)],
+    RejectReason.PRICE_NOT_TICK_MULTIPLE: [*OPEN, buy(100, 10_002)],
+    RejectReason.PRICE_OUTSIDE_BAND: [*OPEN, buy(100, 11_005)],
+    RejectReason.MARKET_ORDER_WITH_PRICE: [*OPEN, buy(100, 10_000, order_type=OrderType.MARKET, tif=TimeInForce.IOC)],
+    RejectReason.MARKET_ORDER_MUST_BE_IMMEDIATE: [*OPEN, buy(100, None, order_type=OrderType.MARKET)],
+    RejectReason.UNKNOWN_ORDER: [*OPEN, RESTING, CancelOrder("bob", SYMBOL, RESTING_ID)],
+    RejectReason.AMEND_NO_CHANGE: [*OPEN, RESTING, AmendOrder("alice", SYMBOL, RESTING_ID, 100, 9_000)],
+    RejectReason.UNKNOWN_MEMBER: [*OPEN, buy(member="carol")],
+    RejectReason.MEMBER_RESTRICTED: [*OPEN, SetMemberStatus("alice", MemberStatus.RESTRICTED), buy()],
+    RejectReason.MEMBER_SUSPENDED: [*OPEN, SetMemberStatus("alice", MemberStatus.SUSPENDED), buy()],
+    RejectReason.MEMBER_FROZEN: [*OPEN, SetMemberStatus("alice", MemberStatus.FROZEN), buy()],
+    RejectReason.MEMBER_KILLED: [*OPEN, KillSwitch("alice"), buy()],
+    RejectReason.INSUFFICIENT_FUNDS: [*OPEN, buy(600, member="bob")],
+    RejectReason.INSUFFICIENT_ALLOWANCES: [*OPEN, sell(200, member="bob")],
+    RejectReason.ALLOWANCES_NOT_YET_SELLABLE: [*OPEN, *BOB_BOUGHT, sell(200, member="bob")],
+    RejectReason.ORDER_VALUE_ABOVE_MAXIMUM: [*OPEN, SetRiskLimits("alice", max_order_value_fen=999_999), buy(100)],
+    RejectReason.POSITION_LIMIT: [*OPEN, buy(1_000), buy(1_000), buy(1_000), buy(100)],
+    RejectReason.INSTRUMENT_HALTED: [*OPEN, HaltInstrument(SYMBOL), buy()],
+    RejectReason.MARKET_CLOSED: [*OPEN, CloseMarket(), buy()],
+    RejectReason.OUTSIDE_TRADING_HOURS: [*PRE_OPEN, buy()],
+    RejectReason.THROTTLED: [*OPEN, SetRiskLimits("alice", order_burst=2), buy(), buy(), buy()],
+    RejectReason.TOO_MANY_OPEN_ORDERS: [*OPEN, SetRiskLimits("alice", max_open_orders=1), RESTING, buy(100, 9_005)],
+    RejectReason.INSUFFICIENT_AVAILABLE: [*MEMBERS, Withdraw("bob", 5_000_001)],
+    RejectReason.MEMBER_ALREADY_REGISTERED: [*MEMBERS, RegisterMember("bob", MemberKind.COVERED, 10_000)],
+    RejectReason.AMOUNT_NOT_POSITIVE: [*MEMBERS, Deposit("bob", 0)],
+    RejectReason.STATUS_UNCHANGED: [*MEMBERS, SetMemberStatus("bob", MemberStatus.ACTIVE)],
+    RejectReason.HOLDING_LOAD_DURING_TRADING: [*OPEN, LoadHolding("bob", SYMBOL, 500)],
+    RejectReason.HOLDING_BELOW_COMMITTED: [
+        *OPEN, sell(500), SetTradingPhase(TradingPhase.POST_CLOSE), LoadHolding("alice", SYMBOL, 400),
+    ],
+    RejectReason.UNKNOWN_INSTRUMENT: [*OPEN, SubmitOrder("alice", "CEA-1999", Side.BUY, 10, 10_000)],
+    RejectReason.DAY_NOT_OPEN: [*MEMBERS, buy()],
+    RejectReason.DAY_ALREADY_OPEN: [*OPEN, StartDay("2026-11-24")],
+    RejectReason.DAY_NOT_AFTER_PREVIOUS: [*OPEN, EndDay(), StartDay("2026-11-20")],
+    RejectReason.PHASE_OUT_OF_ORDER: [*OPEN, SetTradingPhase(TradingPhase.PRE_OPEN)],
 }
 
 
+def new_engine() -> Engine:
+    return Engine(ExchangeCore([INSTRUMENT], risk_policy=POLICY), MemoryJournal(), clock=lambda: 1)
+
+
 def run(commands: list) -> list:
-    engine = Engine(ExchangeCore([INSTRUMENT]), MemoryJournal(), clock=lambda: 1)
+    engine = new_engine()
     events: list = []
     for command in commands:
         events = engine.execute(command)
@@ -69,22 +128,33 @@ def test_reason_is_produced(reason: RejectReason) -> None:
     assert reason.text  # every code is documented for the wire
 
 
+@pytest.mark.parametrize("reason", sorted(CASES), ids=lambda r: f"{int(r)}-{r.name}")
+def test_the_setup_alone_is_accepted(reason: RejectReason) -> None:
+    """Every command before the last is accepted, so the last one is what the case tests."""
+    engine = new_engine()
+    for command in CASES[reason][:-1]:
+        rejected = [e for e in engine.execute(command) if hasattr(e, "reason") and not hasattr(e, "qty_t")]
+        assert rejected == [], f"{command} was refused"
+
+
 @pytest.mark.parametrize(
     "command",
     [
         CancelOrder("alice", "NOPE", 1),
         AmendOrder("alice", "NOPE", 1, 10, 10_000),
         MassCancel("alice", "NOPE"),
+        HaltInstrument("NOPE"),
+        LoadHolding("alice", "NOPE", 10),
     ],
-    ids=["cancel", "amend", "mass-cancel"],
+    ids=["cancel", "amend", "mass-cancel", "halt", "load-holding"],
 )
-def test_unknown_instrument_on_every_order_command(command) -> None:
-    assert [e.reason for e in run([DAY, command])] == [RejectReason.UNKNOWN_INSTRUMENT]
+def test_unknown_instrument_on_every_command_that_names_one(command) -> None:
+    assert [e.reason for e in run([*OPEN, command])] == [RejectReason.UNKNOWN_INSTRUMENT]
 
 
 @pytest.mark.parametrize("reason", sorted(CASES), ids=lambda r: f"{int(r)}-{r.name}")
 def test_a_rejected_command_changes_nothing_but_the_sequence(reason: RejectReason) -> None:
-    engine = Engine(ExchangeCore([INSTRUMENT]), MemoryJournal(), clock=lambda: 1)
+    engine = new_engine()
     *prefix, last = CASES[reason]
     for command in prefix:
         engine.execute(command)
@@ -92,6 +162,27 @@ def test_a_rejected_command_changes_nothing_but_the_sequence(reason: RejectReaso
     engine.execute(last)
     after = engine.core.state()
     assert after.last_seq == before.last_seq + 1
-    assert (after.books, after.trading_day, after.day_open, after.last_trade_id) == (
-        before.books, before.trading_day, before.day_open, before.last_trade_id,
+    assert (after.books, without_rate_tokens(after.risk), after.trading_day, after.day_open, after.last_trade_id) == (
+        before.books, without_rate_tokens(before.risk), before.trading_day, before.day_open, before.last_trade_id,
     )
+
+
+def without_rate_tokens(risk):
+    """A refused order attempt still spends a rate token (so a throttled member cannot probe
+    the checks behind the throttle); everything else must be untouched."""
+    for account in risk.accounts:
+        account.tokens = account.tokens_ts_ns = 0
+    return risk
+
+
+def test_a_cancel_is_never_refused_for_risk() -> None:
+    """Halted, closed, killed, suspended: a member can always take an order off."""
+    engine = new_engine()
+    for command in OPEN:
+        engine.execute(command)
+    engine.execute(RESTING)
+    for command in (HaltInstrument(SYMBOL), CloseMarket(), SetMemberStatus("alice", MemberStatus.SUSPENDED)):
+        engine.execute(command)
+    events = engine.execute(CancelOrder("alice", SYMBOL, RESTING_ID))
+    assert [type(e).__name__ for e in events] == ["OrderCancelled"]
+    assert not any(isinstance(e, CommandRejected) for e in events)

@@ -10,7 +10,7 @@ Behaviour, in the order the book applies it:
   oldest order first, always at the resting order's price. A market order is an order limited
   by the band (buy up to the upper limit, sell down to the lower) that never rests.
 * **Self-trade prevention.** An incoming order never trades with a resting order of the same
-  member. With the default ``CANCEL_NEWEST`` the incoming remainder is cancelled when it
+  owner: the member itself, or the linked group the risk room names for it. With the default ``CANCEL_NEWEST`` the incoming remainder is cancelled when it
   reaches such an order; ``CANCEL_OLDEST`` cancels the resting order and goes on matching;
   ``CANCEL_BOTH`` cancels both.
 * **Time in force.** DAY and GTC remainders rest; IOC and market remainders are cancelled; a
@@ -54,6 +54,7 @@ from exchange.model.events import (
     CancelRejected,
     DayClosed,
     DayStarted,
+    InstrumentLimitsChanged,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -88,7 +89,7 @@ _COMPACT_MIN_DEAD = 32
 
 class RestingOrder(msgspec.Struct, gc=False):
     """An open order in the book. ``qty_t`` is the open (leaves) quantity; 0 marks a dead
-    queue entry (cancelled, filled or moved by an amend)."""
+    queue entry (cancelled, filled or moved by an amend). ``owner`` is the self-trade key."""
 
     order_id: int
     member_id: str
@@ -97,6 +98,7 @@ class RestingOrder(msgspec.Struct, gc=False):
     qty_t: int
     tif: TimeInForce
     filled_t: int = 0
+    owner: str = ""  # who may not trade with whom: the member, or its linked group
 
 
 class TradeIds:
@@ -155,9 +157,10 @@ class OrderBook:
         self._tick = instrument.tick_fen
         self._lot = instrument.lot_t
         self._max_qty = instrument.max_order_qty_t
+        self.band_bps = instrument.band_bps
         self.prev_close_fen = instrument.reference_price_fen
         self.trading_day = ""
-        self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, instrument.band_bps, self._tick)
+        self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, self.band_bps, self._tick)
         self.stats = DayStatistics()
         self._bids: dict[int, _Level] = {}
         self._asks: dict[int, _Level] = {}
@@ -167,8 +170,9 @@ class OrderBook:
 
     # -- new orders ------------------------------------------------------------------------
 
-    def submit(self, order_id: int, cmd: SubmitOrder) -> list:
-        """Validate, match and (for DAY/GTC) rest a new order with the given exchange id."""
+    def submit(self, order_id: int, cmd: SubmitOrder, owner: str | None = None) -> list:
+        """Validate, match and (for DAY/GTC) rest a new order with the given exchange id.
+        ``owner`` is the self-trade key (default: the member)."""
         qty = cmd.qty_t
         price = cmd.price_fen
         # The common case in one expression; the reject reason is worked out only on failure.
@@ -176,13 +180,7 @@ class OrderBook:
             cmd.order_type == LIMIT and price is not None and self.lower_fen <= price <= self.upper_fen
             and 0 < qty <= self._max_qty and not qty % self._lot and not price % self._tick
         ):
-            reason = self._check_qty(qty)
-            if reason is None:
-                if cmd.order_type == MARKET:
-                    reason = self._check_market(price, cmd.tif)
-                    price = self.upper_fen if cmd.side == BUY else self.lower_fen
-                else:
-                    reason = self._check_price(price)
+            reason, price = self.validate(cmd)
             if reason is not None:
                 return [OrderRejected(cmd.member_id, self.symbol, cmd.client_order_id, reason)]
         member = cmd.member_id
@@ -191,11 +189,33 @@ class OrderBook:
         events: list = [
             OrderAccepted(order_id, member, self.symbol, side, cmd.order_type, tif, price, qty, cmd.client_order_id)
         ]
-        if tif == FOK and not self._can_fill(member, side, price, qty):
+        owner = owner or member
+        if tif == FOK and not self._can_fill(owner, side, price, qty):
             events.append(OrderCancelled(order_id, member, self.symbol, qty, BY_FOK_UNFILLABLE))
             return events
-        self._enter(order_id, member, side, price, qty, tif, 0, events)
+        self._enter(order_id, member, owner, side, price, qty, tif, 0, events)
         return events
+
+    def validate(self, cmd: SubmitOrder) -> tuple[RejectReason | None, int]:
+        """(the reject reason or None, the price the order may trade up or down to)."""
+        reason = self._check_qty(cmd.qty_t)
+        price = cmd.price_fen
+        if cmd.order_type == MARKET:
+            reason = reason or self._check_market(price, cmd.tif)
+            price = self.upper_fen if cmd.side == BUY else self.lower_fen
+        else:
+            reason = reason or self._check_price(price)
+        return reason, price if price is not None else 0
+
+    def validate_amend(self, cmd: AmendOrder) -> RejectReason | None:
+        """The reason ``amend`` would refuse this amend, or None."""
+        order = self._find(cmd.member_id, cmd.order_id)
+        if order is None:
+            return R.UNKNOWN_ORDER
+        reason = self._check_qty(cmd.qty_t) or self._check_price(cmd.price_fen)
+        if reason is None and cmd.price_fen == order.price_fen and cmd.qty_t == order.qty_t:
+            reason = R.AMEND_NO_CHANGE
+        return reason
 
     def _check_qty(self, qty: int) -> RejectReason | None:
         if qty <= 0:
@@ -224,20 +244,20 @@ class OrderBook:
         return None
 
     def _enter(
-        self, order_id: int, member: str, side: Side, price: int, qty: int, tif: TimeInForce, filled: int,
-        events: list,
+        self, order_id: int, member: str, owner: str, side: Side, price: int, qty: int, tif: TimeInForce,
+        filled: int, events: list,
     ) -> None:
         """Match an accepted order, then rest or cancel what is left (``filled`` so far)."""
         if side == BUY:
             heap = self._ask_heap
             if heap and heap[0] <= price:
-                left = self._match(order_id, member, True, price, qty, self._asks, heap, 1, events)
+                left = self._match(order_id, member, owner, True, price, qty, self._asks, heap, 1, events)
                 filled += qty - left
                 qty = left
         else:
             heap = self._bid_heap
             if heap and -heap[0] >= price:
-                left = self._match(order_id, member, False, price, qty, self._bids, heap, -1, events)
+                left = self._match(order_id, member, owner, False, price, qty, self._bids, heap, -1, events)
                 filled += qty - left
                 qty = left
         if not qty:
@@ -245,10 +265,10 @@ class OrderBook:
         if tif != DAY and tif != GTC:
             events.append(OrderCancelled(order_id, member, self.symbol, qty, BY_IOC_REMAINDER))
             return
-        self._rest(RestingOrder(order_id, member, side, price, qty, tif, filled))
+        self._rest(RestingOrder(order_id, member, side, price, qty, tif, filled, owner))
 
     def _match(
-        self, taker_id: int, member: str, taker_is_buy: bool, limit_price: int, qty: int,
+        self, taker_id: int, member: str, owner: str, taker_is_buy: bool, limit_price: int, qty: int,
         levels: dict, heap: list, sign: int, events: list,
     ) -> int:
         """Trade an incoming order against the opposite side while prices cross; return what
@@ -277,12 +297,12 @@ class OrderBook:
                     queue.popleft()
                     level.dead -= 1
                     continue
-                if maker.member_id == member:
+                if maker.owner == owner:
                     level.qty_t = level_qty
                     policy = self.self_trade_policy
                     if policy != CANCEL_NEWEST:
                         events.append(OrderCancelled(
-                            maker.order_id, member, symbol, self._unlink(maker, level), BY_SELF_TRADE
+                            maker.order_id, maker.member_id, symbol, self._unlink(maker, level), BY_SELF_TRADE
                         ))
                         queue = level.orders  # the removal may have compacted the queue
                         level_qty = level.qty_t
@@ -334,7 +354,7 @@ class OrderBook:
         elif price < stats.low_fen:  # type: ignore[operator]
             stats.low_fen = price
 
-    def _can_fill(self, member: str, side: Side, price: int, qty: int) -> bool:
+    def _can_fill(self, owner: str, side: Side, price: int, qty: int) -> bool:
         """Whether matching would fill the whole quantity (the FOK pre-check). It counts what
         matching would reach: under ``CANCEL_OLDEST`` the member's own orders are skipped (they
         would be cancelled), otherwise matching stops at the first of them."""
@@ -347,7 +367,7 @@ class OrderBook:
             for maker in levels[level_price].orders:
                 if not maker.qty_t:
                     continue
-                if maker.member_id == member:
+                if maker.owner == owner:
                     if skip_own:
                         continue
                     return False
@@ -431,19 +451,20 @@ class OrderBook:
         return [OrderCancelled(order.order_id, order.member_id, self.symbol, qty, BY_MEMBER)]
 
     def amend(self, cmd: AmendOrder) -> list:
-        order = self._find(cmd.member_id, cmd.order_id)
-        reason = R.UNKNOWN_ORDER if order is None else self._check_qty(cmd.qty_t) or self._check_price(cmd.price_fen)
-        if reason is None and cmd.price_fen == order.price_fen and cmd.qty_t == order.qty_t:  # type: ignore[union-attr]
-            reason = R.AMEND_NO_CHANGE
+        reason = self.validate_amend(cmd)
         if reason is not None:
             return [AmendRejected(cmd.member_id, self.symbol, cmd.order_id, reason)]
+        order = self._find(cmd.member_id, cmd.order_id)
         assert order is not None
         if cmd.price_fen == order.price_fen and cmd.qty_t < order.qty_t:
             self._reduce(order, cmd.qty_t)
             return [OrderAmended(order.order_id, order.member_id, self.symbol, order.price_fen, order.qty_t, True)]
         self._withdraw(order)
         events: list = [OrderAmended(order.order_id, order.member_id, self.symbol, cmd.price_fen, cmd.qty_t, False)]
-        self._enter(order.order_id, order.member_id, order.side, cmd.price_fen, cmd.qty_t, order.tif, order.filled_t, events)
+        self._enter(
+            order.order_id, order.member_id, order.owner, order.side, cmd.price_fen, cmd.qty_t, order.tif,
+            order.filled_t, events,
+        )
         return events
 
     def _reduce(self, order: RestingOrder, qty: int) -> None:
@@ -471,7 +492,7 @@ class OrderBook:
         """Open a day: new band from the previous close; GTC orders outside it are cancelled."""
         self.trading_day = trading_day
         self.stats = DayStatistics()
-        self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, self.instrument.band_bps, self._tick)
+        self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, self.band_bps, self._tick)
         events: list = [DayStarted(trading_day, self.symbol, self.prev_close_fen, self.lower_fen, self.upper_fen)]
         outside = [o for o in self._all_orders() if not self.lower_fen <= o.price_fen <= self.upper_fen]
         events.extend(self._cancel_all(outside, BY_PRICE_OUTSIDE_BAND))
@@ -487,7 +508,7 @@ class OrderBook:
         stats = self.stats
         if stats.volume_t:
             self.prev_close_fen = round_half_up_to_tick(stats.turnover_fen, stats.volume_t, self._tick)
-        lower, upper = price_band(self.prev_close_fen, self.instrument.band_bps, self._tick)
+        lower, upper = price_band(self.prev_close_fen, self.band_bps, self._tick)
         events.append(DayClosed(
             self.trading_day, self.symbol, stats.open_fen, stats.high_fen, stats.low_fen, self.prev_close_fen,
             stats.volume_t, stats.turnover_fen, stats.trade_count, lower, upper,
@@ -503,6 +524,16 @@ class OrderBook:
     def _all_orders(self) -> list[RestingOrder]:
         """Every open order, in ascending order id."""
         return sorted((o for orders in self._by_member.values() for o in orders.values()), key=_order_id)
+
+    def set_limits(self, band_bps: int | None, max_order_qty_t: int | None) -> list:
+        """Change the band (from the previous close) or the maximum order quantity at once.
+        Resting orders keep their place even outside a narrower band."""
+        if band_bps is not None:
+            self.band_bps = band_bps
+            self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, band_bps, self._tick)
+        if max_order_qty_t is not None:
+            self._max_qty = max_order_qty_t
+        return [InstrumentLimitsChanged(self.symbol, self.band_bps, self._max_qty, self.lower_fen, self.upper_fen)]
 
     # -- queries ---------------------------------------------------------------------------
 
@@ -549,7 +580,7 @@ class OrderBook:
         asks = [o for _, lv in sorted(self._asks.items()) for o in lv.orders if o.qty_t]
         return BookState(
             self.symbol, self.trading_day, self.prev_close_fen, self.lower_fen, self.upper_fen,
-            msgspec.structs.replace(self.stats), bids, asks,
+            self.band_bps, self._max_qty, msgspec.structs.replace(self.stats), bids, asks,
         )
 
     def restore(self, state: BookState) -> None:
@@ -557,9 +588,10 @@ class OrderBook:
         self.trading_day = state.trading_day
         self.prev_close_fen = state.prev_close_fen
         self.lower_fen, self.upper_fen = state.lower_fen, state.upper_fen
+        self.band_bps, self._max_qty = state.band_bps, state.max_order_qty_t
         self.stats = msgspec.structs.replace(state.stats)
         for order in (*state.bids, *state.asks):
-            self._rest(msgspec.structs.replace(order))
+            self._rest(msgspec.structs.replace(order, owner=order.owner or order.member_id))
 
 
 class BookState(msgspec.Struct, array_like=True):
@@ -568,6 +600,8 @@ class BookState(msgspec.Struct, array_like=True):
     prev_close_fen: int
     lower_fen: int
     upper_fen: int
+    band_bps: int
+    max_order_qty_t: int
     stats: DayStatistics
     bids: list[RestingOrder]
     asks: list[RestingOrder]

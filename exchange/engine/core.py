@@ -12,6 +12,11 @@ Decisions worth knowing:
 * Orders and amends need an open trading day; cancels and mass cancels are accepted at any
   time, so a member can always take risk off (GTC orders rest between days).
 * A command naming an unlisted instrument is refused with ``UNKNOWN_INSTRUMENT``.
+* Every order command passes the risk gate (``exchange.risk``) before it reaches a book, and
+  the gate books every event a book produces (reservations, obligations, releases). Cancels
+  are never refused for risk.
+* Start of day rolls the accounts (the previous day taken as settled) before the books open,
+  so GTC orders cancelled at the open release into the new day's accounts.
 """
 
 from __future__ import annotations
@@ -22,11 +27,34 @@ from typing import Sequence
 import msgspec
 
 from exchange.book import BookState, OrderBook, TradeIds
-from exchange.model.commands import AmendOrder, CancelOrder, Command, EndDay, MassCancel, StartDay, SubmitOrder
-from exchange.model.enums import SelfTradePolicy
+from exchange.model.commands import (
+    AmendOrder,
+    CancelOrder,
+    CloseMarket,
+    Command,
+    Deposit,
+    EndDay,
+    HaltInstrument,
+    KillSwitch,
+    LoadHolding,
+    MassCancel,
+    RegisterMember,
+    ReopenMarket,
+    ResumeInstrument,
+    SetInstrumentLimits,
+    SetMemberStatus,
+    SetRiskLimits,
+    SetTradingPhase,
+    StartDay,
+    SubmitOrder,
+    Withdraw,
+)
+from exchange.model.enums import CancelReason, SelfTradePolicy
 from exchange.model.events import AmendRejected, CancelRejected, CommandRejected, OrderRejected
 from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
+from exchange.risk import RiskGate, RiskPolicy
+from exchange.risk.state import RiskState
 
 
 class CoreState(msgspec.Struct, array_like=True):
@@ -37,6 +65,7 @@ class CoreState(msgspec.Struct, array_like=True):
     day_open: bool
     last_trade_id: int
     books: list[BookState]
+    risk: RiskState
 
 
 class ExchangeCore:
@@ -44,12 +73,14 @@ class ExchangeCore:
         self,
         instruments: Sequence[Instrument],
         self_trade_policy: SelfTradePolicy = SelfTradePolicy.CANCEL_NEWEST,
+        risk_policy: RiskPolicy | None = None,
     ) -> None:
         self.trade_ids = TradeIds()
         self.books: dict[str, OrderBook] = {
             i.symbol: OrderBook(i, self.trade_ids, self_trade_policy) for i in instruments
         }
         self._symbols = sorted(self.books)
+        self.risk = RiskGate(risk_policy or RiskPolicy())
         self.last_seq = 0
         self.trading_day = ""
         self.day_open = False
@@ -60,40 +91,89 @@ class ExchangeCore:
         kind = type(command)
         # The two commands of nearly every sequence number skip the general dispatch.
         if kind is SubmitOrder:
-            book = self.books.get(command.instrument)  # type: ignore[union-attr]
-            if book is not None and self.day_open:
-                return book.submit(seq, command)  # type: ignore[arg-type]
-            return self._refuse_order(command)  # type: ignore[arg-type]
+            return self._submit(seq, ts_ns, command)  # type: ignore[arg-type]
         if kind is CancelOrder:
             book = self.books.get(command.instrument)  # type: ignore[union-attr]
             if book is not None:
-                return book.cancel(command)  # type: ignore[arg-type]
-        match command:
-            case CancelOrder():
-                return [CancelRejected(command.member_id, command.instrument, command.order_id, RejectReason.UNKNOWN_INSTRUMENT)]
-            case AmendOrder():
-                return self._amend(command)
-            case MassCancel():
-                return self._mass_cancel(command)
-            case StartDay():
-                return self._start_day(command)
-            case EndDay():
-                return self._end_day()
-        raise AssertionError(f"unhandled command {type(command).__name__}")
+                events = book.cancel(command)  # type: ignore[arg-type]
+                self.risk.apply(events)
+                return events
+        return self._dispatch(ts_ns, command)
 
-    def _refuse_order(self, command: SubmitOrder) -> list:
-        known = command.instrument in self.books
-        reason = RejectReason.DAY_NOT_OPEN if known else RejectReason.UNKNOWN_INSTRUMENT
-        return [OrderRejected(command.member_id, command.instrument, command.client_order_id, reason)]
-
-    def _amend(self, command: AmendOrder) -> list:
+    def _submit(self, seq: int, ts_ns: int, command: SubmitOrder) -> list:
         book = self.books.get(command.instrument)
         if book is None:
             reason = RejectReason.UNKNOWN_INSTRUMENT
         elif not self.day_open:
             reason = RejectReason.DAY_NOT_OPEN
         else:
-            return book.amend(command)
+            risk = self.risk
+            reason = risk.check_submit(ts_ns, command, book)
+            if reason is None:
+                events = book.submit(seq, command, risk.stp_owner(command.member_id))
+                reports = risk.apply(events)
+                if reports:
+                    events.extend(reports)
+                return events
+        return [OrderRejected(command.member_id, command.instrument, command.client_order_id, reason)]
+
+    def _dispatch(self, ts_ns: int, command: Command) -> list:
+        risk = self.risk
+        match command:
+            case CancelOrder():
+                return [CancelRejected(command.member_id, command.instrument, command.order_id, RejectReason.UNKNOWN_INSTRUMENT)]
+            case AmendOrder():
+                return self._amend(ts_ns, command)
+            case MassCancel():
+                return self._mass_cancel(command)
+            case StartDay():
+                return self._start_day(command)
+            case EndDay():
+                return self._end_day()
+            case SetTradingPhase():
+                return risk.set_phase(command.phase, self.day_open)
+            case RegisterMember():
+                return risk.register(command)
+            case SetMemberStatus():
+                return risk.set_status(command)
+            case KillSwitch():
+                return self._kill(command)
+            case Deposit():
+                return risk.deposit(command)
+            case Withdraw():
+                return risk.withdraw(command)
+            case LoadHolding():
+                if command.instrument not in self.books:
+                    return [CommandRejected("LoadHolding", RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+                return risk.load_holding(command)
+            case HaltInstrument() | ResumeInstrument():
+                if command.instrument not in self.books:
+                    return [CommandRejected(type(command).__name__, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+                return risk.halt(command.instrument, type(command) is HaltInstrument)
+            case CloseMarket():
+                return risk.close_market(True)
+            case ReopenMarket():
+                return risk.close_market(False)
+            case SetRiskLimits():
+                return risk.set_limits(command)
+            case SetInstrumentLimits():
+                return self._set_instrument_limits(command)
+        raise AssertionError(f"unhandled command {type(command).__name__}")
+
+    def _amend(self, ts_ns: int, command: AmendOrder) -> list:
+        book = self.books.get(command.instrument)
+        if book is None:
+            reason = RejectReason.UNKNOWN_INSTRUMENT
+        elif not self.day_open:
+            reason = RejectReason.DAY_NOT_OPEN
+        else:
+            order = book.order(command.member_id, command.order_id)
+            before = (order.side, order.price_fen, order.qty_t) if order is not None else None
+            reason = self.risk.check_amend(ts_ns, command, before, book)
+            if reason is None:
+                events = book.amend(command)
+                reports = self.risk.apply(events, before)
+                return events + reports if reports else events
         return [AmendRejected(command.member_id, command.instrument, command.order_id, reason)]
 
     def _mass_cancel(self, command: MassCancel) -> list:
@@ -102,11 +182,31 @@ class ExchangeCore:
         elif command.instrument in self.books:
             symbols = [command.instrument]
         else:
-            return [CommandRejected("MassCancel", RejectReason.UNKNOWN_INSTRUMENT)]
+            return [CommandRejected("MassCancel", RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
         events: list = []
         for symbol in symbols:
             events.extend(self.books[symbol].mass_cancel(command.member_id))
+        self.risk.apply(events)
         return events
+
+    def _kill(self, command: KillSwitch) -> list:
+        events = self.risk.kill(command.member_id)
+        if type(events[0]) is CommandRejected:
+            return events
+        for symbol in self._symbols:
+            events.extend(self.books[symbol].mass_cancel(command.member_id, CancelReason.KILL_SWITCH))
+        self.risk.apply(events)
+        return events
+
+    def _set_instrument_limits(self, command: SetInstrumentLimits) -> list:
+        book = self.books.get(command.instrument)
+        if book is None:
+            return [CommandRejected("SetInstrumentLimits", RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+        band_ok = command.band_bps is None or 0 <= command.band_bps < 10_000
+        qty_ok = command.max_order_qty_t is None or command.max_order_qty_t > 0
+        if not (band_ok and qty_ok):
+            return [CommandRejected("SetInstrumentLimits", RejectReason.AMOUNT_NOT_POSITIVE, command.instrument)]
+        return book.set_limits(command.band_bps, command.max_order_qty_t)
 
     def _start_day(self, command: StartDay) -> list:
         if self.day_open:
@@ -115,9 +215,11 @@ class ExchangeCore:
             return [CommandRejected("StartDay", RejectReason.DAY_NOT_AFTER_PREVIOUS)]
         self.trading_day = command.trading_day
         self.day_open = True
+        self.risk.start_day()
         events: list = []
         for symbol in self._symbols:
             events.extend(self.books[symbol].start_day(command.trading_day))
+        self.risk.apply(events)
         return events
 
     def _end_day(self) -> list:
@@ -127,6 +229,8 @@ class ExchangeCore:
         events: list = []
         for symbol in self._symbols:
             events.extend(self.books[symbol].end_day())
+        self.risk.apply(events)
+        self.risk.end_day()
         return events
 
     # -- state -----------------------------------------------------------------------------
@@ -134,7 +238,7 @@ class ExchangeCore:
     def state(self) -> CoreState:
         return CoreState(
             self.last_seq, self.trading_day, self.day_open, self.trade_ids.last,
-            [self.books[symbol].state() for symbol in self._symbols],
+            [self.books[symbol].state() for symbol in self._symbols], self.risk.state(),
         )
 
     def restore(self, state: CoreState) -> None:
@@ -147,6 +251,7 @@ class ExchangeCore:
         self.trade_ids.last = state.last_trade_id
         for book_state in state.books:
             self.books[book_state.symbol].restore(book_state)
+        self.risk.restore(state.risk)
 
     def state_hash(self) -> str:
         """SHA-256 of the canonical state bytes: equal states, equal hashes."""

@@ -15,14 +15,16 @@ from typing import Annotated
 
 import msgspec
 
-from exchange.model.enums import OrderType, Side, TimeInForce
+from exchange.model.enums import MemberKind, MemberStatus, OrderType, Side, TimeInForce, TradingPhase
 from exchange.model.instruments import PriceFen, QtyT, Symbol
-from exchange.model.units import MAX_ID
+from exchange.model.units import MAX_ID, MAX_NOTIONAL_FEN
 
 MemberId = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 ClientOrderId = Annotated[str, msgspec.Meta(max_length=64)]
 OrderId = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
 TradingDay = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
+AmountFen = Annotated[int, msgspec.Meta(ge=-MAX_NOTIONAL_FEN, le=MAX_NOTIONAL_FEN)]
+Limit = Annotated[int, msgspec.Meta(ge=-(2**62), le=2**62)]
 
 
 class SubmitOrder(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
@@ -76,4 +78,106 @@ class EndDay(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unkn
     """Close the trading day: day orders expire, each instrument's close is struck."""
 
 
-Command = SubmitOrder | CancelOrder | AmendOrder | MassCancel | StartDay | EndDay
+_ADMIN = dict(frozen=True, tag=True, array_like=True, forbid_unknown_fields=True)
+
+
+class RegisterMember(msgspec.Struct, **_ADMIN):
+    """Admit a trading member. Members of one ``linked_group`` count as one for self-trade
+    prevention and surveillance (linked accounts); empty means the member stands alone."""
+
+    member_id: MemberId
+    kind: MemberKind
+    annual_allocation_t: QtyT = 0
+    linked_group: Annotated[str, msgspec.Meta(max_length=32)] = ""
+
+
+class SetMemberStatus(msgspec.Struct, **_ADMIN):
+    """Restrict, suspend, freeze or restore (ACTIVE) a member. Restoring also lifts a kill
+    switch."""
+
+    member_id: MemberId
+    status: MemberStatus
+
+
+class KillSwitch(msgspec.Struct, **_ADMIN):
+    """Cancel all of a member's resting orders and refuse new ones until it is restored."""
+
+    member_id: MemberId
+
+
+class Deposit(msgspec.Struct, **_ADMIN):
+    """Cash from the clearing house into the member's available funds."""
+
+    member_id: MemberId
+    amount_fen: AmountFen
+
+
+class Withdraw(msgspec.Struct, **_ADMIN):
+    """Cash out of the member's available funds, to the clearing house."""
+
+    member_id: MemberId
+    amount_fen: AmountFen
+
+
+class LoadHolding(msgspec.Struct, **_ADMIN):
+    """Start of day: the member's settled holding of an instrument, as the registry has it.
+
+    It replaces the exchange's view of the settled holding; allowances bought on days still
+    inside the holding period stay locked (T+1)."""
+
+    member_id: MemberId
+    instrument: Symbol
+    qty_t: QtyT
+
+
+class HaltInstrument(msgspec.Struct, **_ADMIN):
+    """Technical suspension of one instrument: resting orders stay, new orders are refused,
+    cancels are allowed."""
+
+    instrument: Symbol
+
+
+class ResumeInstrument(msgspec.Struct, **_ADMIN):
+    instrument: Symbol
+
+
+class CloseMarket(msgspec.Struct, **_ADMIN):
+    """Temporary closure of the whole market; cancels stay allowed."""
+
+
+class ReopenMarket(msgspec.Struct, **_ADMIN):
+    pass
+
+
+class SetTradingPhase(msgspec.Struct, **_ADMIN):
+    """Move the trading day to its next phase; the session schedule sends these."""
+
+    phase: TradingPhase
+
+
+class SetRiskLimits(msgspec.Struct, **_ADMIN):
+    """Change risk limits at once, for one member or (``member_id`` None) the market default.
+    A field left None keeps its value."""
+
+    member_id: MemberId | None = None
+    max_order_value_fen: Limit | None = None
+    orders_per_second: Limit | None = None
+    order_burst: Limit | None = None
+    max_open_orders: Limit | None = None
+
+
+class SetInstrumentLimits(msgspec.Struct, **_ADMIN):
+    """Change an instrument's band or maximum order quantity at once. A new band applies to
+    new orders and amends; resting orders keep their place."""
+
+    instrument: Symbol
+    band_bps: Limit | None = None
+    max_order_qty_t: Limit | None = None
+
+
+Command = (
+    SubmitOrder | CancelOrder | AmendOrder | MassCancel | StartDay | EndDay | RegisterMember
+    | SetMemberStatus | KillSwitch | Deposit | Withdraw | LoadHolding | HaltInstrument
+    | ResumeInstrument | CloseMarket | ReopenMarket | SetTradingPhase | SetRiskLimits
+    | SetInstrumentLimits
+)

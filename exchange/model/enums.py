@@ -28,6 +28,7 @@ class CancelReason(enum.IntEnum):
     FOK_UNFILLABLE = 3  # a FOK order that could not fill completely
     SELF_TRADE = 4  # self-trade prevention
     PRICE_OUTSIDE_BAND = 5  # a GTC order left outside the new day's band at the open
+    KILL_SWITCH = 6  # the member's kill switch was turned on
 
 
 class SelfTradePolicy(enum.IntEnum):
@@ -41,3 +42,24 @@ class SelfTradePolicy(enum.IntEnum):
 class InstrumentKind(enum.IntEnum):
     ALLOWANCE = 1  # tCO2, by vintage: CEA-2024, CEA-2025 ...
     CCER = 2  # certified reductions, tCO2e
+
+
+class MemberKind(enum.IntEnum):
+    COVERED = 1  # a covered entity (>= 10,000 tCO2 a year) with an annual allocation
+    VOLUNTARY = 2  # a voluntary participant
+
+
+class MemberStatus(enum.IntEnum):
+    ACTIVE = 1
+    RESTRICTED = 2  # may only cancel orders or reduce them
+    SUSPENDED = 3  # may only cancel orders
+    FROZEN = 4  # may only cancel orders; funds and allowances may not be withdrawn
+
+
+class TradingPhase(enum.IntEnum):
+    """Where the trading day is; the session schedule moves it by command."""
+
+    PRE_OPEN = 1  # the day has started, continuous trading has not
+    CONTINUOUS = 2  # 09:30-11:30 and 13:00-15:00
+    BREAK = 3  # the midday break
+    POST_CLOSE = 4  # after 15:00 until the end of the day

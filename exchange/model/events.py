@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
-from exchange.model.enums import CancelReason, OrderType, Side, TimeInForce
+from exchange.model.enums import CancelReason, MemberKind, MemberStatus, OrderType, Side, TimeInForce, TradingPhase
 from exchange.model.rejects import RejectReason
 
 
@@ -96,10 +96,12 @@ class AmendRejected(msgspec.Struct, frozen=True, tag=True):
 
 
 class CommandRejected(msgspec.Struct, frozen=True, tag=True):
-    """A command that is not about one order (start or end of day, mass cancel) refused."""
+    """A command that is not about one order (day, member, funds, controls) refused.
+    ``subject`` names what it was about (a member or instrument), when anything."""
 
     command: str
     reason: RejectReason
+    subject: str = ""
 
 
 class DayStarted(msgspec.Struct, frozen=True, tag=True):
@@ -129,6 +131,85 @@ class DayClosed(msgspec.Struct, frozen=True, tag=True):
     next_upper_fen: int
 
 
+class MemberRegistered(msgspec.Struct, frozen=True, tag=True):
+    member_id: str
+    kind: MemberKind
+    annual_allocation_t: int
+    linked_group: str
+    position_limit_t: int
+
+
+class MemberStatusChanged(msgspec.Struct, frozen=True, tag=True):
+    """``killed`` is true while the kill switch refuses the member's new orders."""
+
+    member_id: str
+    status: MemberStatus
+    killed: bool
+
+
+class FundsDeposited(msgspec.Struct, frozen=True, tag=True):
+    member_id: str
+    amount_fen: int
+    available_fen: int
+
+
+class FundsWithdrawn(msgspec.Struct, frozen=True, tag=True):
+    member_id: str
+    amount_fen: int
+    available_fen: int
+
+
+class HoldingLoaded(msgspec.Struct, frozen=True, tag=True):
+    """The settled holding from the registry; ``change_t`` is what it changed the exchange's
+    view by (an explicit adjustment, for the conservation accounts)."""
+
+    member_id: str
+    instrument: str
+    qty_t: int
+    change_t: int
+
+
+class InstrumentStatusChanged(msgspec.Struct, frozen=True, tag=True):
+    instrument: str
+    halted: bool
+
+
+class MarketStatusChanged(msgspec.Struct, frozen=True, tag=True):
+    closed: bool
+
+
+class TradingPhaseChanged(msgspec.Struct, frozen=True, tag=True):
+    phase: TradingPhase
+
+
+class RiskLimitsChanged(msgspec.Struct, frozen=True, tag=True):
+    """The limits now in force for a member (or, ``member_id`` empty, the market default)."""
+
+    member_id: str
+    max_order_value_fen: int
+    orders_per_second: int
+    order_burst: int
+    max_open_orders: int
+
+
+class InstrumentLimitsChanged(msgspec.Struct, frozen=True, tag=True):
+    instrument: str
+    band_bps: int
+    max_order_qty_t: int
+    lower_fen: int
+    upper_fen: int
+
+
+class LargeHolderThresholdCrossed(msgspec.Struct, frozen=True, tag=True):
+    """A member's position reached the reporting threshold (by default 80 % of its limit).
+    Reported once each time it crosses upwards; it does not reject anything."""
+
+    member_id: str
+    position_t: int
+    threshold_t: int
+    limit_t: int
+
+
 Event = (
     OrderAccepted
     | OrderRejected
@@ -141,4 +222,15 @@ Event = (
     | CommandRejected
     | DayStarted
     | DayClosed
+    | MemberRegistered
+    | MemberStatusChanged
+    | FundsDeposited
+    | FundsWithdrawn
+    | HoldingLoaded
+    | InstrumentStatusChanged
+    | MarketStatusChanged
+    | TradingPhaseChanged
+    | RiskLimitsChanged
+    | InstrumentLimitsChanged
+    | LargeHolderThresholdCrossed
 )

@@ -1,0 +1,82 @@
+"""Member accounts: cash and allowances, available, reserved and owed, to the fen and tonne.
+
+Money and allowances move in two phases. Accepting a buy reserves price x quantity of cash;
+accepting a sell reserves the allowances. A fill turns reservations into the day's
+**obligations**, signed per asset: positive is what the member holds now and delivers at
+settlement, negative what it will receive and has already been credited with (as locked
+allowances, pending cash, or, when sale proceeds are usable the same day, available cash).
+Every trade adds +x to one member and -x to the other, so obligations sum to zero over the
+market, and per asset
+
+    sum over members of (available + reserved + locked/pending + obligation)
+
+changes only by deposits, withdrawals and holdings loaded from the registry. The tests check
+exactly that after every command.
+
+Rolling into a new trading day assumes the previous day settled (the clearing work reconciles
+that against the registry): obligations are discharged, pending proceeds become available,
+and bought allowances unlock once the holding period (T+1 by default) has passed.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import msgspec
+
+from exchange.model.enums import MemberKind, MemberStatus
+
+
+class Holding(msgspec.Struct, gc=False):
+    """One member's allowances of one instrument, in tonnes."""
+
+    available_t: int = 0  # settled, sellable
+    reserved_t: int = 0  # held for resting sell orders
+    locked_t: int = 0  # bought within the holding period: owned, not yet sellable
+    obligation_t: int = 0  # + sold today, to deliver; - bought today, to receive
+
+    def total(self) -> int:
+        return self.available_t + self.reserved_t + self.locked_t + self.obligation_t
+
+
+class Account:
+    """One member: identity, status, money, allowances, open orders and rate budget."""
+
+    __slots__ = (
+        "member_id", "kind", "annual_allocation_t", "linked_group", "status", "killed",
+        "cash_available_fen", "cash_reserved_fen", "cash_pending_fen", "cash_obligation_fen",
+        "holdings", "unlocks", "buy_limits", "open_orders", "pending_buy_t", "position_t",
+        "limits", "tokens", "tokens_ts_ns", "large_holder",
+    )
+
+    def __init__(self, member_id: str, kind: MemberKind, annual_allocation_t: int, linked_group: str) -> None:
+        self.member_id = member_id
+        self.kind = kind
+        self.annual_allocation_t = annual_allocation_t
+        self.linked_group = linked_group
+        self.status = MemberStatus.ACTIVE
+        self.killed = False
+        self.cash_available_fen = 0
+        self.cash_reserved_fen = 0  # for resting buy orders at their limit prices
+        self.cash_pending_fen = 0  # sale proceeds not usable until settlement (when so configured)
+        self.cash_obligation_fen = 0  # + to pay at settlement, - to receive and already credited
+        self.holdings: dict[str, Holding] = {}
+        # Bought allowances waiting out the holding period: (trading day number, symbol, qty).
+        self.unlocks: deque[tuple[int, str, int]] = deque()
+        self.buy_limits: dict[int, int] = {}  # open buy order id -> its limit price (the reservation)
+        self.open_orders = 0
+        self.pending_buy_t = 0  # open quantity of buy orders
+        self.position_t = 0  # allowances owned or bought, plus pending buys, over all instruments
+        self.limits = None  # this member's own limits (RiskLimits), else the market's
+        self.tokens = -1  # order-rate bucket, in nano-orders; -1: full, not yet used
+        self.tokens_ts_ns = 0
+        self.large_holder = False  # at or above the reporting threshold
+
+    def holding(self, symbol: str) -> Holding:
+        found = self.holdings.get(symbol)
+        if found is None:
+            found = self.holdings[symbol] = Holding()
+        return found
+
+    def cash_total(self) -> int:
+        return self.cash_available_fen + self.cash_reserved_fen + self.cash_pending_fen + self.cash_obligation_fen

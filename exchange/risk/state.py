@@ -1,0 +1,80 @@
+"""The risk room's state as plain structs, for snapshots and the state hash.
+
+Lists are sorted (accounts in registration order, holdings by symbol, orders by id) so the
+bytes never depend on hashing.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+import msgspec
+
+from exchange.model.enums import MemberKind, MemberStatus, TradingPhase
+from exchange.risk.accounts import Account, Holding
+from exchange.risk.limits import RiskLimits
+
+
+class AccountState(msgspec.Struct, array_like=True):
+    member_id: str
+    kind: MemberKind
+    annual_allocation_t: int
+    linked_group: str
+    status: MemberStatus
+    killed: bool
+    cash_available_fen: int
+    cash_reserved_fen: int
+    cash_pending_fen: int
+    cash_obligation_fen: int
+    holdings: list[tuple[str, Holding]]
+    unlocks: list[tuple[int, str, int]]
+    buy_limits: list[tuple[int, int]]
+    open_orders: int
+    pending_buy_t: int
+    position_t: int
+    limits: RiskLimits | None
+    tokens: int
+    tokens_ts_ns: int
+    large_holder: bool
+
+
+class RiskState(msgspec.Struct, array_like=True):
+    day_number: int
+    phase: TradingPhase
+    market_closed: bool
+    halted: list[str]
+    default_limits: RiskLimits
+    accounts: list[AccountState]
+
+
+def account_state(account: Account) -> AccountState:
+    return AccountState(
+        account.member_id, account.kind, account.annual_allocation_t, account.linked_group,
+        account.status, account.killed, account.cash_available_fen, account.cash_reserved_fen,
+        account.cash_pending_fen, account.cash_obligation_fen,
+        [(symbol, msgspec.structs.replace(h)) for symbol, h in sorted(account.holdings.items())],
+        list(account.unlocks), sorted(account.buy_limits.items()), account.open_orders,
+        account.pending_buy_t, account.position_t, account.limits, account.tokens,
+        account.tokens_ts_ns, account.large_holder,
+    )
+
+
+def restore_account(state: AccountState) -> Account:
+    account = Account(state.member_id, state.kind, state.annual_allocation_t, state.linked_group)
+    account.status = state.status
+    account.killed = state.killed
+    account.cash_available_fen = state.cash_available_fen
+    account.cash_reserved_fen = state.cash_reserved_fen
+    account.cash_pending_fen = state.cash_pending_fen
+    account.cash_obligation_fen = state.cash_obligation_fen
+    account.holdings = {symbol: msgspec.structs.replace(h) for symbol, h in state.holdings}
+    account.unlocks = deque(tuple(u) for u in state.unlocks)  # type: ignore[misc]
+    account.buy_limits = dict(state.buy_limits)
+    account.open_orders = state.open_orders
+    account.pending_buy_t = state.pending_buy_t
+    account.position_t = state.position_t
+    account.limits = state.limits
+    account.tokens = state.tokens
+    account.tokens_ts_ns = state.tokens_ts_ns
+    account.large_holder = state.large_holder
+    return account
