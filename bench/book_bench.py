@@ -67,6 +67,8 @@ TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     # A generation-2 collection stops trading for this long; it is a latency like any other.
     ("book.million", "gc_full_collect_us"): ("<=", 2_000),
     ("book.bytes_per_order", "bytes_per_order"): ("<=", 300),
+    ("engine.journal", "ops_per_s"): (">=", 400_000),
+    ("engine.risk", "ops_per_s"): (">=", 300_000),
 }
 
 

@@ -198,6 +198,13 @@ class OrderBook:
 
     def validate(self, cmd: SubmitOrder) -> tuple[RejectReason | None, int]:
         """(the reject reason or None, the price the order may trade up or down to)."""
+        qty = cmd.qty_t
+        price = cmd.price_fen
+        if (
+            cmd.order_type == LIMIT and price is not None and self.lower_fen <= price <= self.upper_fen
+            and 0 < qty <= self._max_qty and not qty % self._lot and not price % self._tick
+        ):
+            return None, price
         reason = self._check_qty(cmd.qty_t)
         price = cmd.price_fen
         if cmd.order_type == MARKET:

@@ -110,7 +110,7 @@ class ExchangeCore:
             risk = self.risk
             reason = risk.check_submit(ts_ns, command, book)
             if reason is None:
-                events = book.submit(seq, command, risk.stp_owner(command.member_id))
+                events = book.submit(seq, command, risk.accounts[command.member_id].owner)
                 reports = risk.apply(events)
                 if reports:
                     events.extend(reports)

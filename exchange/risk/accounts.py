@@ -46,14 +46,19 @@ class Account:
         "member_id", "kind", "annual_allocation_t", "linked_group", "status", "killed",
         "cash_available_fen", "cash_reserved_fen", "cash_pending_fen", "cash_obligation_fen",
         "holdings", "unlocks", "buy_limits", "open_orders", "pending_buy_t", "position_t",
-        "limits", "tokens", "tokens_ts_ns", "large_holder",
+        "limits", "tokens", "tokens_ts_ns", "large_holder", "position_limit_t", "large_holder_t", "owner",
     )
 
-    def __init__(self, member_id: str, kind: MemberKind, annual_allocation_t: int, linked_group: str) -> None:
+    def __init__(
+        self, member_id: str, kind: MemberKind, annual_allocation_t: int, linked_group: str, position_limit_t: int
+    ) -> None:
         self.member_id = member_id
         self.kind = kind
         self.annual_allocation_t = annual_allocation_t
         self.linked_group = linked_group
+        self.position_limit_t = position_limit_t
+        self.large_holder_t = position_limit_t  # the reporting threshold, set by the gate
+        self.owner = linked_group or member_id  # whose orders may not meet (self-trade prevention)
         self.status = MemberStatus.ACTIVE
         self.killed = False
         self.cash_available_fen = 0

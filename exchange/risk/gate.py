@@ -99,20 +99,36 @@ class RiskGate:
         account = self.accounts.get(cmd.member_id)
         if account is None:
             return R.UNKNOWN_MEMBER
-        reason = self._check_access(ts_ns, account, cmd.instrument)
-        if reason is not None:
-            return reason
         limits = account.limits or self.default_limits
+        # The usual case inline (an active member, an open market); the rest in _check_access.
+        if (
+            account.status == ACTIVE and not account.killed and not self.market_closed
+            and self.phase == CONTINUOUS and not self.halted.get(cmd.instrument)
+        ):
+            tokens, allowed = take_token(account.tokens, account.tokens_ts_ns, ts_ns, limits)
+            account.tokens = tokens
+            account.tokens_ts_ns = ts_ns
+            if not allowed:
+                return R.THROTTLED
+        else:
+            reason = self._check_access(ts_ns, account, cmd.instrument)
+            if reason is not None:
+                return reason
         if account.open_orders >= limits.max_open_orders:
             return R.TOO_MANY_OPEN_ORDERS
         reason, price = book.validate(cmd)
         if reason is not None:
             return reason
         qty = cmd.qty_t
-        if price * qty > limits.max_order_value_fen:
+        value = price * qty
+        if value > limits.max_order_value_fen:
             return R.ORDER_VALUE_ABOVE_MAXIMUM
         if cmd.side == BUY:
-            return self._check_buy(account, price * qty, qty)
+            if value > account.cash_available_fen:
+                return R.INSUFFICIENT_FUNDS
+            if account.position_t + qty > account.position_limit_t:
+                return R.POSITION_LIMIT
+            return None
         return self._check_sell(account, cmd.instrument, qty)
 
     def check_amend(
@@ -160,7 +176,7 @@ class RiskGate:
     def _check_buy(self, account: Account, value_fen: int, qty: int) -> RejectReason | None:
         if value_fen > account.cash_available_fen:
             return R.INSUFFICIENT_FUNDS
-        if qty > 0 and account.position_t + qty > self.position_limit(account):
+        if qty > 0 and account.position_t + qty > account.position_limit_t:
             return R.POSITION_LIMIT
         return None
 
@@ -172,9 +188,6 @@ class RiskGate:
         if holding is not None and qty <= available + holding.locked_t:
             return R.ALLOWANCES_NOT_YET_SELLABLE
         return R.INSUFFICIENT_ALLOWANCES
-
-    def position_limit(self, account: Account) -> int:
-        return self.policy.position_limit(account.kind, account.annual_allocation_t)
 
     # -- booking what the book did --------------------------------------------------------
 
@@ -205,7 +218,8 @@ class RiskGate:
             account.buy_limits[event.order_id] = event.price_fen
             account.pending_buy_t += qty
             account.position_t += qty
-            self._watch_position(account, reports)
+            if account.position_t >= account.large_holder_t:
+                self._watch_position(account, reports)
         else:
             holding = account.holdings[event.instrument]
             holding.available_t -= qty
@@ -286,13 +300,13 @@ class RiskGate:
 
     def _watch_position(self, account: Account, reports: list | None) -> None:
         """Report a member reaching the large-holder threshold; re-arm when it falls below."""
-        limit = self.position_limit(account)
-        threshold = self.policy.large_holder_threshold(limit)
-        if account.position_t < threshold:
+        if account.position_t < account.large_holder_t:
             account.large_holder = False
         elif not account.large_holder and reports is not None:
             account.large_holder = True
-            reports.append(LargeHolderThresholdCrossed(account.member_id, account.position_t, threshold, limit))
+            reports.append(LargeHolderThresholdCrossed(
+                account.member_id, account.position_t, account.large_holder_t, account.position_limit_t
+            ))
 
     # -- the trading day ------------------------------------------------------------------
 
@@ -317,9 +331,11 @@ class RiskGate:
     def register(self, cmd: RegisterMember) -> list:
         if cmd.member_id in self.accounts:
             return [CommandRejected("RegisterMember", R.MEMBER_ALREADY_REGISTERED, cmd.member_id)]
-        account = Account(cmd.member_id, cmd.kind, cmd.annual_allocation_t, cmd.linked_group)
+        limit = self.policy.position_limit(cmd.kind, cmd.annual_allocation_t)
+        account = Account(cmd.member_id, cmd.kind, cmd.annual_allocation_t, cmd.linked_group, limit)
+        account.large_holder_t = self.policy.large_holder_threshold(limit)
         self.accounts[cmd.member_id] = account
-        return [MemberRegistered(cmd.member_id, cmd.kind, cmd.annual_allocation_t, cmd.linked_group, self.position_limit(account))]
+        return [MemberRegistered(cmd.member_id, cmd.kind, cmd.annual_allocation_t, cmd.linked_group, limit)]
 
     def set_status(self, cmd: SetMemberStatus) -> list:
         account = self.accounts.get(cmd.member_id)
@@ -439,10 +455,6 @@ class RiskGate:
     def end_day(self) -> None:
         self.phase = TradingPhase.POST_CLOSE
 
-    def stp_owner(self, member_id: str) -> str:
-        """Whose orders may not meet: the linked group, or the member alone."""
-        account = self.accounts.get(member_id)
-        return account.linked_group or member_id if account is not None else member_id
 
     # -- state ----------------------------------------------------------------------------
 

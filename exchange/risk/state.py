@@ -36,6 +36,8 @@ class AccountState(msgspec.Struct, array_like=True):
     tokens: int
     tokens_ts_ns: int
     large_holder: bool
+    position_limit_t: int
+    large_holder_t: int
 
 
 class RiskState(msgspec.Struct, array_like=True):
@@ -55,12 +57,13 @@ def account_state(account: Account) -> AccountState:
         [(symbol, msgspec.structs.replace(h)) for symbol, h in sorted(account.holdings.items())],
         list(account.unlocks), sorted(account.buy_limits.items()), account.open_orders,
         account.pending_buy_t, account.position_t, account.limits, account.tokens,
-        account.tokens_ts_ns, account.large_holder,
+        account.tokens_ts_ns, account.large_holder, account.position_limit_t,
+        account.large_holder_t,
     )
 
 
 def restore_account(state: AccountState) -> Account:
-    account = Account(state.member_id, state.kind, state.annual_allocation_t, state.linked_group)
+    account = Account(state.member_id, state.kind, state.annual_allocation_t, state.linked_group, state.position_limit_t)
     account.status = state.status
     account.killed = state.killed
     account.cash_available_fen = state.cash_available_fen
@@ -77,4 +80,5 @@ def restore_account(state: AccountState) -> Account:
     account.tokens = state.tokens
     account.tokens_ts_ns = state.tokens_ts_ns
     account.large_holder = state.large_holder
+    account.large_holder_t = state.large_holder_t
     return account
