@@ -24,7 +24,6 @@ from exchange.model import (
     Deposit,
     HaltInstrument,
     KillSwitch,
-    LoadHolding,
     MemberKind,
     MemberStatus,
     RegisterMember,
@@ -49,7 +48,9 @@ from exchange.model import (
     TimeInForce,
 )
 from exchange.model.rejects import RejectReason
+from exchange.clearing.start_of_day import load_holdings_commands
 from exchange.risk.schedule import SessionSchedule
+from registry_adapter.memory import InMemoryRegistry
 
 NS = 1_000_000_000
 CASH_PER_MEMBER_FEN = 500_000_000  # 5 million CNY
@@ -102,6 +103,7 @@ class Simulation:
         self.day = start_day if self.schedule.is_trading_day(start_day) else self.schedule.next_trading_day(start_day)
         self.summary = SimulationSummary(instruments={s: InstrumentSummary() for s in self.symbols})
         self.clock = engine.clock if isinstance(engine.clock, SimulatedClock) else None
+        self.registry = InMemoryRegistry()
         self.undo: list[tuple[int, object]] = []  # (command number, command): operator reversals
 
     def run(self, days: int, commands_per_day: int) -> SimulationSummary:
@@ -150,6 +152,10 @@ class Simulation:
 
     def _admit_members(self) -> None:
         rnd = self.random
+        for member in self.members:
+            self.registry.open_account(member)
+            for symbol in self.symbols:
+                self.registry.issue(member, symbol, rnd.randrange(20_000, 200_000, 100))
         for number, member in enumerate(self.members):
             covered = rnd.random() < 0.6
             kind = MemberKind.COVERED if covered else MemberKind.VOLUNTARY
@@ -159,9 +165,9 @@ class Simulation:
             self._execute(Deposit(member, CASH_PER_MEMBER_FEN))
 
     def _load_holdings(self) -> None:
-        for member in self.members:
-            for symbol in self.symbols:
-                self._execute(LoadHolding(member, symbol, self.random.randrange(20_000, 200_000, 100)))
+        """The clearing house's start-of-day job, against a registry made up for the run."""
+        for command in load_holdings_commands(self.registry, self.members, self.symbols):
+            self._execute(command)
 
     def _execute(self, command) -> None:
         summary = self.summary
