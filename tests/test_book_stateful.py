@@ -11,8 +11,14 @@ the resting order's price, and per-order quantity conservation
 
 The instrument is small on purpose (tick 5 fen, lot 10 t, at most 50 t, band +-5 %) and there
 are only three members, so rejects, crosses and self-trades are frequent. The machine runs once
-per self-trade policy; each run also picks the level-compaction threshold, so the deque
-compaction path is exercised at tiny sizes too.
+per self-trade policy; each run also picks the level-compaction threshold (so the deque
+compaction path is exercised at tiny sizes too) and whether M1 and M2 are linked accounts
+(one self-trade ``owner``). Rules cover limit DAY/GTC/IOC/FOK and market orders, cancels and
+amends (own, another member's, unknown, long gone), deep levels full of cancelled entries,
+mass cancel, intraday ``set_limits``, close/open cycles and a snapshot/restore of the real
+book in the middle of a run; ``validate``/``validate_amend`` are compared before each order.
+
+Regressions found by Hypothesis are kept at the end of the file as explicit step sequences.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import exchange.book.order_book as order_book_module
 from exchange.book import BookState, OrderBook, TradeIds
 from exchange.model import (
     AmendOrder,
+    AmendRejected,
     CancelOrder,
     InstrumentKind,
     Instrument,
@@ -38,6 +45,7 @@ from exchange.model import (
     OrderCancelled,
     OrderExpired,
     OrderFilled,
+    OrderRejected,
     OrderType,
     SelfTradePolicy,
     Side,
@@ -100,7 +108,7 @@ class Track:
 
 
 def view(order) -> tuple:
-    return (order.order_id, order.member_id, order.side, order.price_fen, order.qty_t, order.tif)
+    return (order.order_id, order.member_id, order.owner, order.side, order.price_fen, order.qty_t, order.tif)
 
 
 class BookMachine(RuleBasedStateMachine):
@@ -116,6 +124,8 @@ class BookMachine(RuleBasedStateMachine):
         self.tracks: dict[int, Track] = {}
         self.day = 0
         self.since_cycle = 0  # new orders since the last close
+        self.owners = {m: m for m in MEMBERS}  # the self-trade key of each member
+        self.owner_arg: dict[str, str | None] = {m: None for m in MEMBERS}  # passed to submit
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -123,6 +133,21 @@ class BookMachine(RuleBasedStateMachine):
         self.last_id += 1
         self.ids.append(self.last_id)
         return self.last_id
+
+    def submit(self, order_id: int, cmd: SubmitOrder) -> None:
+        reason, price = self.real.validate(cmd)
+        assert reason == self.ref.validate(cmd)[0]
+        if reason is None:
+            assert (reason, price) == self.ref.validate(cmd)
+        owner = self.owner_arg[cmd.member_id]
+        events = self.step(lambda b: b.submit(order_id, cmd, owner), lambda b: b.submit(order_id, cmd, owner))
+        assert (events[0].reason if isinstance(events[0], OrderRejected) else None) == reason
+
+    def amend(self, cmd: AmendOrder) -> None:
+        reason = self.real.validate_amend(cmd)
+        assert reason == self.ref.validate_amend(cmd)
+        events = self.step(lambda b: b.amend(cmd), lambda b: b.amend(cmd))
+        assert (events[0].reason if isinstance(events[0], AmendRejected) else None) == reason
 
     def step(self, real_call, ref_call) -> list:
         got = real_call(self.real)
@@ -142,7 +167,7 @@ class BookMachine(RuleBasedStateMachine):
                 buy, sell = self.tracks[event.buy_order_id], self.tracks[event.sell_order_id]
                 assert buy.side == Side.BUY and sell.side == Side.SELL
                 assert buy.member_id == event.buy_member_id and sell.member_id == event.sell_member_id
-                assert buy.member_id != sell.member_id, "self-trade"
+                assert self.owners[buy.member_id] != self.owners[sell.member_id], "self-trade"
                 assert 0 < event.qty_t <= min(buy.open_t, sell.open_t)
                 maker, taker = (sell, buy) if event.aggressor == Side.BUY else (buy, sell)
                 assert event.price_fen == maker.price_fen, "fill not at the resting order's price"
@@ -185,6 +210,7 @@ class BookMachine(RuleBasedStateMachine):
                 else:
                     assert found is None, "another member's order is visible"
         assert (real.prev_close_fen, real.lower_fen, real.upper_fen) == (ref.prev_close_fen, ref.lower_fen, ref.upper_fen)
+        assert real.band_bps == ref.band_bps
 
     def mid(self) -> int:
         return self.ref.prev_close_fen
@@ -198,9 +224,14 @@ class BookMachine(RuleBasedStateMachine):
 
     # -- rules -----------------------------------------------------------------------------
 
-    @initialize(threshold=COMPACT_THRESHOLDS)
-    def open_first_day(self, threshold: int) -> None:
+    @initialize(threshold=COMPACT_THRESHOLDS, linked=st.booleans())
+    def open_first_day(self, threshold: int, linked: bool) -> None:
+        """Pick the compaction threshold, and whether M1 and M2 are a linked group (one owner
+        for self-trade prevention); then open the first day."""
         order_book_module._COMPACT_MIN_DEAD = threshold
+        if linked:
+            self.owners = {"M1": "G12", "M2": "G12", "M3": "M3"}
+            self.owner_arg = dict(self.owners)
         day = FIRST_DAY.isoformat()
         self.step(lambda b: b.start_day(day), lambda b: b.start_day(day))
 
@@ -211,7 +242,7 @@ class BookMachine(RuleBasedStateMachine):
         order_id = self.new_id()
         cmd = SubmitOrder(member, SYMBOL, side, qty, price_from(pkind, ticks, self.mid()),
                           OrderType.LIMIT, tif, f"c{order_id}")
-        self.step(lambda b: b.submit(order_id, cmd), lambda b: b.submit(order_id, cmd))
+        self.submit(order_id, cmd)
         self.since_cycle += 1
 
     # Three identical rules: new limit orders are the bulk of the traffic.
@@ -241,7 +272,7 @@ class BookMachine(RuleBasedStateMachine):
         order_id = self.new_id()
         price = self.mid() if with_price else None
         cmd = SubmitOrder(member, SYMBOL, side, qty, price, OrderType.MARKET, tif, f"m{order_id}")
-        self.step(lambda b: b.submit(order_id, cmd), lambda b: b.submit(order_id, cmd))
+        self.submit(order_id, cmd)
         self.since_cycle += 1
 
     def has_open_orders(self) -> bool:
@@ -292,7 +323,7 @@ class BookMachine(RuleBasedStateMachine):
             member = MEMBERS[(MEMBERS.index(member) + 1 + lots % 2) % 3]
             qty = max(LOT, qty - LOT)
         cmd = AmendOrder(member, SYMBOL, order_id, qty, price)
-        self.step(lambda b: b.amend(cmd), lambda b: b.amend(cmd))
+        self.amend(cmd)
 
     @rule(amend=st.booleans(), unknown=st.booleans(), pick=st.integers(0, 1000))
     def touch_not_open(self, amend, unknown, pick) -> None:
@@ -305,7 +336,7 @@ class BookMachine(RuleBasedStateMachine):
             member = self.owner(order_id)
         if amend:
             amend_cmd = AmendOrder(member, SYMBOL, order_id, LOT, self.mid())
-            self.step(lambda b: b.amend(amend_cmd), lambda b: b.amend(amend_cmd))
+            self.amend(amend_cmd)
         else:
             cancel_cmd = CancelOrder(member, SYMBOL, order_id)
             self.step(lambda b: b.cancel(cancel_cmd), lambda b: b.cancel(cancel_cmd))
@@ -322,17 +353,26 @@ class BookMachine(RuleBasedStateMachine):
         for i in range(count):
             order_id = self.new_id()
             cmd = SubmitOrder(MEMBERS[i % 3], SYMBOL, side, LOT, price, OrderType.LIMIT, tif, f"d{order_id}")
-            self.step(lambda b: b.submit(order_id, cmd), lambda b: b.submit(order_id, cmd))
+            self.submit(order_id, cmd)
             placed.append((order_id, MEMBERS[i % 3]))
         if move_first:
             order_id, member = placed[0]
             amend_cmd = AmendOrder(member, SYMBOL, order_id, 2 * LOT, price)
-            self.step(lambda b: b.amend(amend_cmd), lambda b: b.amend(amend_cmd))
+            self.amend(amend_cmd)
         for i, (order_id, member) in enumerate(placed):
             if i % keep_every:
                 cancel_cmd = CancelOrder(member, SYMBOL, order_id)
                 self.step(lambda b: b.cancel(cancel_cmd), lambda b: b.cancel(cancel_cmd))
         self.since_cycle += 1
+
+    @rule(
+        band_bps=st.sampled_from([None, None, 0, 200, 500, 800]),
+        max_qty=st.sampled_from([None, None, 20, 50, 100]),
+    )
+    def set_limits(self, band_bps, max_qty) -> None:
+        """Change the band (from the previous close) and/or the maximum order quantity now;
+        resting orders keep their place, even outside a narrower band."""
+        self.step(lambda b: b.set_limits(band_bps, max_qty), lambda b: b.set_limits(band_bps, max_qty))
 
     @precondition(lambda self: len(self.ref.orders) >= 3)
     @rule(member=members)
@@ -446,10 +486,10 @@ for _case in (TestCancelNewest, TestCancelOldest, TestCancelBoth):
 
 # -- regression examples (explicit step sequences) ------------------------------------------
 
-def _run(policy: SelfTradePolicy, steps) -> None:
+def _run(policy: SelfTradePolicy, steps, linked: bool = False) -> None:
     machine = machine_for(policy)()
     try:
-        machine.open_first_day(threshold=0)
+        machine.open_first_day(threshold=0, linked=linked)
         for name, kwargs in steps:
             getattr(machine, name)(**kwargs)
             for check in (machine.never_crossed, machine.levels_are_sums_of_live_orders,
@@ -513,3 +553,17 @@ def test_regression_deep_level_then_sweep(policy) -> None:
         ("submit_market", dict(member="M2", side=Side.BUY, tif=TimeInForce.IOC, qty=5 * LOT, with_price=False)),
         ("day_cycle", {}),
     ])
+
+
+@pytest.mark.parametrize("policy", list(SelfTradePolicy))
+def test_regression_linked_members_and_a_narrowed_band(policy) -> None:
+    _run(policy, [
+        ("submit_limit", dict(member="M1", side=Side.SELL, ticks=0, **LIMIT)),
+        ("submit_limit", dict(member="M3", side=Side.SELL, ticks=1, **LIMIT)),
+        ("submit_limit", dict(member="M2", side=Side.BUY, ticks=1, tif=TimeInForce.IOC, qty=2 * LOT, pkind="tick")),
+        ("submit_limit", dict(member="M1", side=Side.BUY, ticks=-8, tif=TimeInForce.GTC, qty=2 * LOT, pkind="tick")),
+        ("set_limits", dict(band_bps=200, max_qty=20)),
+        ("amend_open", dict(kind="down", pick=0, ticks=0, lots=1, bad_qty=0, bad_price="off_tick")),
+        ("submit_market", dict(member="M3", side=Side.SELL, tif=TimeInForce.IOC, qty=2 * LOT, with_price=False)),
+        ("day_cycle", {}),
+    ], linked=True)

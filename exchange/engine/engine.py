@@ -9,6 +9,13 @@ snapshot, then replay the journal's tail through the same ``apply``. Replaying g
 state and the same events, byte for byte, because the core is deterministic and the journal
 holds the stamped commands.
 
+Durability. ``append`` only buffers; with batched fsync up to ``fsync_batch_records``
+applied commands live only in memory until ``flush()``. Whoever tells the outside world
+(the gateway's acknowledgements) must do so only after a flush: group commit per batch of
+input. And a command that breaks an invariant inside ``apply`` is already journalled, so a
+restart replays it into the same assertion: that is a bug to fix before restarting, never
+input to skip. Expected failures never raise; they are reject events.
+
 The garbage collector. With a million resting orders a full collection walks every order in
 every level's queue (30-40 ms here), which no trading latency can afford. The core creates no
 reference cycles (a test proves it), so the engine moves what has lived through
