@@ -1,13 +1,20 @@
 """The port to the allowance registry (登记簿): what the exchange asks of it.
 
-It speaks for an outside system, so it imports nothing from ``exchange``. This first part is
-what the trading day needs at its start: the settled holdings of a member's account. The
-transfer batch, freeze and unfreeze, and their typed errors join it with settlement.
+It speaks for an outside system, so it imports nothing from ``exchange``. The trading day
+needs the settled holdings of a member's account at its start; settlement needs a batch of
+transfers applied atomically, each transfer carrying an idempotency id, and freezing.
+
+Idempotency: a transfer id, once applied, is remembered with its body. Applying a batch
+again (a retry after a timeout, a restarted settlement) changes nothing and succeeds; a
+transfer whose id is known with a *different* body is refused with :class:`IdConflict`, and
+so is the whole batch. A batch is all or nothing: any refusal leaves the registry unchanged.
 """
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from typing import Mapping, Protocol, Sequence
+
+import msgspec
 
 
 class RegistryError(Exception):
@@ -22,9 +29,62 @@ class UnknownAccount(RegistryError):
         self.account_id = account_id
 
 
+class InsufficientHolding(RegistryError):
+    """A transfer would take more units than the account holds."""
+
+    def __init__(self, account_id: str, unit: str, held_t: int, wanted_t: int) -> None:
+        super().__init__(f"account {account_id!r} holds {held_t} t of {unit}, {wanted_t} t wanted")
+        self.account_id, self.unit, self.held_t, self.wanted_t = account_id, unit, held_t, wanted_t
+
+
+class AccountFrozen(RegistryError):
+    """The account is frozen: nothing moves out of it (or into it) until it is unfrozen."""
+
+    def __init__(self, account_id: str) -> None:
+        super().__init__(f"registry account {account_id!r} is frozen")
+        self.account_id = account_id
+
+
+class IdConflict(RegistryError):
+    """An idempotency id already applied with a different body."""
+
+    def __init__(self, transfer_id: str) -> None:
+        super().__init__(f"transfer id {transfer_id!r} was already used for a different transfer")
+        self.transfer_id = transfer_id
+
+
+class NotTradable(RegistryError):
+    """Compliance-only units may be surrendered but not transferred between holders."""
+
+    def __init__(self, unit: str) -> None:
+        super().__init__(f"{unit} units are compliance-only and cannot be traded")
+        self.unit = unit
+
+
+class Transfer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Move ``qty_t`` of ``unit`` from one account to another. ``transfer_id`` is the
+    idempotency id (settlement derives it from the trading day, the trade and the leg)."""
+
+    transfer_id: str
+    from_account: str
+    to_account: str
+    unit: str
+    qty_t: int
+    memo: str = ""
+
+
 class Registry(Protocol):
     def holdings(self, account_id: str) -> Mapping[str, int]:
         """Settled, tradable holdings of an account: unit type (e.g. ``CEA-2025``) -> tonnes.
         Compliance-only units are not included: they cannot be traded. Raises
         :class:`UnknownAccount`."""
         ...
+
+    def apply_transfers(self, transfers: Sequence[Transfer], actor: str, reason: str) -> None:
+        """Apply every transfer or none (see the module docstring on idempotency). Raises a
+        :class:`RegistryError` naming the first refusal."""
+        ...
+
+    def freeze(self, account_id: str, actor: str, reason: str) -> None: ...
+
+    def unfreeze(self, account_id: str, actor: str, reason: str) -> None: ...
