@@ -13,10 +13,8 @@ model), not from the real book's structure. Everything is a plain list and a lin
 * self-trade prevention compares each order's ``owner`` (the member, or the linked group the
   caller names), exactly as the spec words it;
 * the day's statistics are the list of the day's trades, summarised at the close;
-* ``set_limits`` only changes what new orders and amends are checked against: resting orders
-  keep their place (as the book's docstring says; see the failing
-  ``test_no_execution_outside_the_band_after_it_narrows`` for where that meets the market
-  rules).
+* ``set_limits`` changes what new orders and amends are checked against, and cancels the
+  orders a narrowed band leaves outside it, as the open does.
 
 Slow on purpose; correct by inspection. It returns the same event objects as the real book.
 """
@@ -300,14 +298,20 @@ class ReferenceBook:
 
     def set_limits(self, band_bps: int | None, max_order_qty_t: int | None) -> list:
         """A new band (from the previous close) and/or maximum for new orders and amends, at
-        once; resting orders stay where they are."""
+        once; orders resting outside the new band are cancelled."""
         if band_bps is not None:
             self.band_bps = band_bps
             self.lower_fen, self.upper_fen = self._band(self.prev_close_fen)
         if max_order_qty_t is not None:
             self.max_order_qty_t = max_order_qty_t
-        return [InstrumentLimitsChanged(
+        events: list = [InstrumentLimitsChanged(
             self.symbol, self.band_bps, self.max_order_qty_t, self.lower_fen, self.upper_fen)]
+        for order in sorted(self.orders, key=lambda o: o.order_id):
+            if order.price_fen < self.lower_fen or order.price_fen > self.upper_fen:
+                self.orders.remove(order)
+                events.append(OrderCancelled(
+                    order.order_id, order.member_id, self.symbol, order.qty_t, CancelReason.PRICE_OUTSIDE_BAND))
+        return events
 
     # -- queries -------------------------------------------------------------------------
 

@@ -704,19 +704,24 @@ def test_set_limits_changes_band_and_maximum_for_new_orders_and_amends(make):
     book = make()
     put(book, 1, "A", BUY, 100, 4600)
     put(book, 2, "B", SELL, 100, 5400)
-    # 5 % of 50.00: [47.50, 52.50]
-    assert book.set_limits(500, 50) == [InstrumentLimitsChanged(SYM, 500, 50, 4750, 5250)]
+    put(book, 3, "C", BUY, 100, 4800)
+    # 5 % of 50.00: [47.50, 52.50]; the orders left outside are cancelled, as at the open
+    assert book.set_limits(500, 50) == [
+        InstrumentLimitsChanged(SYM, 500, 50, 4750, 5250),
+        cancelled(1, "A", 100, C.PRICE_OUTSIDE_BAND),
+        cancelled(2, "B", 100, C.PRICE_OUTSIDE_BAND),
+    ]
     assert (book.lower_fen, book.upper_fen) == (4750, 5250)
-    assert put(book, 3, "C", BUY, 10, 4745)[0] == OrderRejected("C", SYM, "", R.PRICE_OUTSIDE_BAND)
-    assert put(book, 4, "C", BUY, 60, 4750)[0] == OrderRejected("C", SYM, "", R.QTY_ABOVE_MAXIMUM)
-    assert isinstance(put(book, 5, "C", BUY, 50, 4750)[0], OrderAccepted)
-    # resting orders keep their place, even outside the narrower band and above the maximum
-    assert book.depth() == ([(4750, 50, 1), (4600, 100, 1)], [(5400, 100, 1)])
+    assert put(book, 4, "C", BUY, 10, 4745)[0] == OrderRejected("C", SYM, "", R.PRICE_OUTSIDE_BAND)
+    assert put(book, 5, "C", BUY, 60, 4750)[0] == OrderRejected("C", SYM, "", R.QTY_ABOVE_MAXIMUM)
+    assert isinstance(put(book, 6, "D", BUY, 50, 4750)[0], OrderAccepted)
+    # a resting order inside the band keeps its place, even above the new maximum
+    assert book.depth() == ([(4800, 100, 1), (4750, 50, 1)], [])
     # an amend must meet the new limits
-    assert amend(book, "A", 1, 90, 4600) == [AmendRejected("A", SYM, 1, R.QTY_ABOVE_MAXIMUM)]
-    assert amend(book, "A", 1, 50, 4600) == [AmendRejected("A", SYM, 1, R.PRICE_OUTSIDE_BAND)]
-    assert amend(book, "A", 1, 50, 4750) == [amended(1, "A", 4750, 50, False)]
-    assert cancel(book, "B", 2) == [cancelled(2, "B", 100, C.MEMBER)]  # a cancel always works
+    assert amend(book, "C", 3, 90, 4800) == [AmendRejected("C", SYM, 3, R.QTY_ABOVE_MAXIMUM)]
+    assert amend(book, "C", 3, 50, 4745) == [AmendRejected("C", SYM, 3, R.PRICE_OUTSIDE_BAND)]
+    assert amend(book, "C", 3, 50, 4750) == [amended(3, "C", 4750, 50, False)]
+    assert cancel(book, "D", 6) == [cancelled(6, "D", 50, C.MEMBER)]  # a cancel always works
     # one limit at a time; the other stays
     assert book.set_limits(None, 1000) == [InstrumentLimitsChanged(SYM, 500, 1000, 4750, 5250)]
     assert book.set_limits(1000, None) == [InstrumentLimitsChanged(SYM, 1000, 1000, 4500, 5500)]
@@ -737,14 +742,9 @@ def test_set_limits_band_applies_to_the_next_days_too(make):
 def test_no_execution_outside_the_band_after_it_narrows(resting_side, taker_type):
     """Market rules: trades happen inside the day's price band (the national rules fix the
     transaction price within +-10 % of the previous close), and a market order is "limited by
-    the band". After ``set_limits`` narrows the band intraday, a resting order left outside it
-    (it "keeps its place") must not trade at its out-of-band price.
-
-    KNOWN DISCREPANCY: the book trades at the resting order's price even when that price lies
-    outside the current band, e.g. a bid at 54.00 left above a band narrowed to
-    [47.50, 52.50] is hit by a sell at 52.50 (or a market sell) at 54.00.
-    The reference book follows the book's own docstrings here, so this case runs against
-    the real book only.
+    the band". After ``set_limits`` narrows the band intraday, an order resting outside it is
+    cancelled, so nothing trades at an out-of-band price (found as a discrepancy by this test:
+    a bid at 54.00 left above a band narrowed to [47.50, 52.50] used to trade at 54.00).
     """
     book = OrderBook(INSTR, TradeIds())
     book.start_day("2025-03-03")

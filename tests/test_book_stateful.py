@@ -562,7 +562,7 @@ def test_regression_linked_members_and_a_narrowed_band(policy) -> None:
         ("submit_limit", dict(member="M3", side=Side.SELL, ticks=1, **LIMIT)),
         ("submit_limit", dict(member="M2", side=Side.BUY, ticks=1, tif=TimeInForce.IOC, qty=2 * LOT, pkind="tick")),
         ("submit_limit", dict(member="M1", side=Side.BUY, ticks=-8, tif=TimeInForce.GTC, qty=2 * LOT, pkind="tick")),
-        ("set_limits", dict(band_bps=200, max_qty=20)),
+        ("set_limits", dict(band_bps=500, max_qty=20)),  # +-10 ticks: the GTC bid stays
         ("amend_open", dict(kind="down", pick=0, ticks=0, lots=1, bad_qty=0, bad_price="off_tick")),
         ("submit_market", dict(member="M3", side=Side.SELL, tif=TimeInForce.IOC, qty=2 * LOT, with_price=False)),
         ("day_cycle", {}),

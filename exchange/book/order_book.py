@@ -22,8 +22,11 @@ Behaviour, in the order the book applies it:
 * **Amend**: the quantity is the new open quantity. Down at the same price keeps priority;
   a new price or a larger quantity sends the order to the back of its (new) level, and a new
   price that crosses trades at once as the aggressor.
-* **Mass cancel, expiry and the open's band check** take orders in ascending order id, so
-  their event order never depends on hashing.
+* **The band holds for resting orders too.** At the open, and when the band is narrowed
+  intraday, orders outside it are cancelled (``PRICE_OUTSIDE_BAND``), so nothing ever trades
+  outside the band in force.
+* **Mass cancel, expiry and the band checks** take orders in ascending order id, so their
+  event order never depends on hashing.
 
 How it is made fast (see ``bench/``). Each side is a dict ``price -> _Level`` plus a binary
 heap of those prices; the heap's top is always a level with live orders, so the best price is
@@ -501,8 +504,7 @@ class OrderBook:
         self.stats = DayStatistics()
         self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, self.band_bps, self._tick)
         events: list = [DayStarted(trading_day, self.symbol, self.prev_close_fen, self.lower_fen, self.upper_fen)]
-        outside = [o for o in self._all_orders() if not self.lower_fen <= o.price_fen <= self.upper_fen]
-        events.extend(self._cancel_all(outside, BY_PRICE_OUTSIDE_BAND))
+        events.extend(self._cancel_outside_band())
         return events
 
     def end_day(self) -> list:
@@ -534,13 +536,22 @@ class OrderBook:
 
     def set_limits(self, band_bps: int | None, max_order_qty_t: int | None) -> list:
         """Change the band (from the previous close) or the maximum order quantity at once.
-        Resting orders keep their place even outside a narrower band."""
+
+        Orders resting outside a narrowed band are cancelled (``PRICE_OUTSIDE_BAND``, as at the
+        open), so no trade ever prints outside the band in force. A lower maximum applies to
+        new orders and amends; resting orders above it keep their place."""
         if band_bps is not None:
             self.band_bps = band_bps
             self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, band_bps, self._tick)
         if max_order_qty_t is not None:
             self._max_qty = max_order_qty_t
-        return [InstrumentLimitsChanged(self.symbol, self.band_bps, self._max_qty, self.lower_fen, self.upper_fen)]
+        events: list = [InstrumentLimitsChanged(self.symbol, self.band_bps, self._max_qty, self.lower_fen, self.upper_fen)]
+        events.extend(self._cancel_outside_band())
+        return events
+
+    def _cancel_outside_band(self) -> list:
+        outside = [o for o in self._all_orders() if not self.lower_fen <= o.price_fen <= self.upper_fen]
+        return self._cancel_all(outside, BY_PRICE_OUTSIDE_BAND)
 
     # -- queries ---------------------------------------------------------------------------
 

@@ -206,7 +206,9 @@ class ExchangeCore:
         qty_ok = command.max_order_qty_t is None or command.max_order_qty_t > 0
         if not (band_ok and qty_ok):
             return [CommandRejected("SetInstrumentLimits", RejectReason.AMOUNT_NOT_POSITIVE, command.instrument)]
-        return book.set_limits(command.band_bps, command.max_order_qty_t)
+        events = book.set_limits(command.band_bps, command.max_order_qty_t)
+        self.risk.apply(events)
+        return events
 
     def _start_day(self, command: StartDay) -> list:
         if self.day_open:

@@ -167,8 +167,8 @@ class SetRiskLimits(msgspec.Struct, **_ADMIN):
 
 
 class SetInstrumentLimits(msgspec.Struct, **_ADMIN):
-    """Change an instrument's band or maximum order quantity at once. A new band applies to
-    new orders and amends; resting orders keep their place."""
+    """Change an instrument's band or maximum order quantity at once. Orders resting outside
+    a narrowed band are cancelled; a lower maximum applies to new orders and amends."""
 
     instrument: Symbol
     band_bps: Limit | None = None
