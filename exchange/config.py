@@ -17,7 +17,7 @@ import msgspec
 from exchange.model.enums import InstrumentKind, SelfTradePolicy
 from exchange.model.instruments import Instrument
 from exchange.model.units import parse_fen
-from exchange.risk.limits import RiskLimits, RiskPolicy
+from exchange.risk.limits import LIMIT_MAXIMA, RiskLimits, RiskPolicy
 from exchange.risk.schedule import SessionSchedule
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
@@ -80,10 +80,10 @@ def _default_instruments() -> list[InstrumentConfig]:
 
 
 class LimitsConfig(msgspec.Struct, forbid_unknown_fields=True):
-    max_order_value_fen: PositiveInt = RiskLimits().max_order_value_fen
-    orders_per_second: PositiveInt = RiskLimits().orders_per_second
-    order_burst: PositiveInt = RiskLimits().order_burst
-    max_open_orders: PositiveInt = RiskLimits().max_open_orders
+    max_order_value_fen: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAXIMA["max_order_value_fen"])] = RiskLimits().max_order_value_fen
+    orders_per_second: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAXIMA["orders_per_second"])] = RiskLimits().orders_per_second
+    order_burst: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAXIMA["order_burst"])] = RiskLimits().order_burst
+    max_open_orders: Annotated[int, msgspec.Meta(ge=1, le=LIMIT_MAXIMA["max_open_orders"])] = RiskLimits().max_open_orders
 
 
 class RiskConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -92,6 +92,7 @@ CASES: dict[RejectReason, list] = {
     RejectReason.INSUFFICIENT_AVAILABLE: [*MEMBERS, Withdraw("bob", 5_000_001)],
     RejectReason.MEMBER_ALREADY_REGISTERED: [*MEMBERS, RegisterMember("bob", MemberKind.COVERED, 10_000)],
     RejectReason.AMOUNT_NOT_POSITIVE: [*MEMBERS, Deposit("bob", 0)],
+    RejectReason.LIMIT_OUT_OF_RANGE: [*MEMBERS, SetRiskLimits("bob", order_burst=10**10)],
     RejectReason.STATUS_UNCHANGED: [*MEMBERS, SetMemberStatus("bob", MemberStatus.ACTIVE)],
     RejectReason.HOLDING_LOAD_DURING_TRADING: [*OPEN, LoadHolding("bob", SYMBOL, 500)],
     RejectReason.HOLDING_BELOW_COMMITTED: [

@@ -49,7 +49,7 @@ from exchange.model.commands import (
     SubmitOrder,
     Withdraw,
 )
-from exchange.model.enums import CancelReason, SelfTradePolicy
+from exchange.model.enums import CancelReason, InstrumentKind, SelfTradePolicy
 from exchange.model.events import AmendRejected, CancelRejected, CommandRejected, OrderRejected
 from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
@@ -80,7 +80,8 @@ class ExchangeCore:
             i.symbol: OrderBook(i, self.trade_ids, self_trade_policy) for i in instruments
         }
         self._symbols = sorted(self.books)
-        self.risk = RiskGate(risk_policy or RiskPolicy())
+        allowances = [i.symbol for i in instruments if i.kind == InstrumentKind.ALLOWANCE]
+        self.risk = RiskGate(risk_policy or RiskPolicy(), allowances)
         self.last_seq = 0
         self.trading_day = ""
         self.day_open = False

@@ -62,6 +62,7 @@ class RejectReason(enum.IntEnum):
     STATUS_UNCHANGED = 219, "The member or instrument is already in the requested state."
     HOLDING_LOAD_DURING_TRADING = 220, "Holdings load from the registry only before trading starts or after the close."
     HOLDING_BELOW_COMMITTED = 221, "The registry holding is less than open sell orders and locked purchases commit."
+    LIMIT_OUT_OF_RANGE = 222, "A limit above its allowed maximum."
     # -- 5xx: the engine ------------------------------------------------------------------
     UNKNOWN_INSTRUMENT = 501, "The command names an instrument the exchange does not list."
     DAY_NOT_OPEN = 502, "An order command arrived while no trading day is open."

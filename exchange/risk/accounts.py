@@ -58,7 +58,9 @@ class Account:
         self.linked_group = linked_group
         self.position_limit_t = position_limit_t
         self.large_holder_t = position_limit_t  # the reporting threshold, set by the gate
-        self.owner = linked_group or member_id  # whose orders may not meet (self-trade prevention)
+        # Whose orders may not meet (self-trade prevention). Group keys carry a prefix no member
+        # id can contain, so a group named like a member never links that member.
+        self.owner = f"group:{linked_group}" if linked_group else member_id
         self.status = MemberStatus.ACTIVE
         self.killed = False
         self.cash_available_fen = 0
@@ -70,8 +72,8 @@ class Account:
         self.unlocks: deque[tuple[int, str, int]] = deque()
         self.buy_limits: dict[int, int] = {}  # open buy order id -> its limit price (the reservation)
         self.open_orders = 0
-        self.pending_buy_t = 0  # open quantity of buy orders
-        self.position_t = 0  # allowances owned or bought, plus pending buys, over all instruments
+        self.pending_buy_t = 0  # open quantity of buy orders in allowances
+        self.position_t = 0  # allowances owned or bought, plus pending buys (all vintages)
         self.limits = None  # this member's own limits (RiskLimits), else the market's
         self.tokens = -1  # order-rate bucket, in nano-orders; -1: full, not yet used
         self.tokens_ts_ns = 0

@@ -20,7 +20,7 @@ restored to ACTIVE.
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Iterable, Protocol
 
 import msgspec
 
@@ -55,7 +55,7 @@ from exchange.model.events import (
 )
 from exchange.model.rejects import RejectReason
 from exchange.risk.accounts import Account, Holding
-from exchange.risk.limits import RiskLimits, RiskPolicy, take_token
+from exchange.risk.limits import LIMIT_MAXIMA, RiskLimits, RiskPolicy, take_token
 from exchange.risk.state import RiskState, account_state, restore_account
 
 R = RejectReason
@@ -84,8 +84,11 @@ class OrderValidator(Protocol):
 
 
 class RiskGate:
-    def __init__(self, policy: RiskPolicy) -> None:
+    def __init__(self, policy: RiskPolicy, position_symbols: Iterable[str] = ()) -> None:
+        """``position_symbols``: the instruments the position limit counts (the allowances;
+        certified reductions are another product and do not count)."""
         self.policy = policy
+        self.positioned: dict[str, bool] = {symbol: True for symbol in sorted(position_symbols)}
         self.default_limits: RiskLimits = policy.limits
         self.accounts: dict[str, Account] = {}
         self.halted: dict[str, bool] = {}  # symbol -> halted; absent means trading
@@ -126,7 +129,7 @@ class RiskGate:
         if cmd.side == BUY:
             if value > account.cash_available_fen:
                 return R.INSUFFICIENT_FUNDS
-            if account.position_t + qty > account.position_limit_t:
+            if account.position_t + qty > account.position_limit_t and self.positioned.get(cmd.instrument):
                 return R.POSITION_LIMIT
             return None
         return self._check_sell(account, cmd.instrument, qty)
@@ -152,7 +155,8 @@ class RiskGate:
         if cmd.price_fen * cmd.qty_t > limits.max_order_value_fen:
             return R.ORDER_VALUE_ABOVE_MAXIMUM
         if side == BUY:
-            return self._check_buy(account, cmd.price_fen * cmd.qty_t - price * qty, cmd.qty_t - qty)
+            extra_t = cmd.qty_t - qty if self.positioned.get(cmd.instrument) else 0
+            return self._check_buy(account, cmd.price_fen * cmd.qty_t - price * qty, extra_t)
         return self._check_sell(account, cmd.instrument, cmd.qty_t - qty)
 
     def _check_access(
@@ -216,10 +220,11 @@ class RiskGate:
             account.cash_available_fen -= value
             account.cash_reserved_fen += value
             account.buy_limits[event.order_id] = event.price_fen
-            account.pending_buy_t += qty
-            account.position_t += qty
-            if account.position_t >= account.large_holder_t:
-                self._watch_position(account, reports)
+            if self.positioned.get(event.instrument):
+                account.pending_buy_t += qty
+                account.position_t += qty
+                if account.position_t >= account.large_holder_t:
+                    self._watch_position(account, reports)
         else:
             holding = account.holdings[event.instrument]
             holding.available_t -= qty
@@ -234,7 +239,9 @@ class RiskGate:
         buyer.cash_reserved_fen -= limit * qty
         buyer.cash_available_fen += limit * qty - value  # the price improvement comes back
         buyer.cash_obligation_fen += value
-        buyer.pending_buy_t -= qty
+        positioned = self.positioned.get(event.instrument, False)
+        if positioned:
+            buyer.pending_buy_t -= qty  # pending becomes owned: the position stays
         bought = buyer.holding(event.instrument)
         bought.locked_t += qty
         bought.obligation_t -= qty
@@ -246,7 +253,8 @@ class RiskGate:
         sold = seller.holdings[event.instrument]
         sold.reserved_t -= qty
         sold.obligation_t += qty
-        seller.position_t -= qty
+        if positioned:
+            seller.position_t -= qty
         seller.cash_obligation_fen -= value
         if self.policy.same_day_proceeds:
             seller.cash_available_fen += value
@@ -272,10 +280,11 @@ class RiskGate:
         if limit is not None:
             account.cash_reserved_fen -= limit * qty
             account.cash_available_fen += limit * qty
-            account.pending_buy_t -= qty
-            account.position_t -= qty
-            if account.large_holder:
-                self._watch_position(account, None)
+            if self.positioned.get(symbol):
+                account.pending_buy_t -= qty
+                account.position_t -= qty
+                if account.large_holder:
+                    self._watch_position(account, None)
         else:
             holding = account.holdings[symbol]
             holding.reserved_t -= qty
@@ -288,9 +297,10 @@ class RiskGate:
             account.cash_available_fen -= change
             account.cash_reserved_fen += change
             account.buy_limits[event.order_id] = event.price_fen
-            account.pending_buy_t += event.qty_t - qty
-            account.position_t += event.qty_t - qty
-            self._watch_position(account, reports)
+            if self.positioned.get(event.instrument):
+                account.pending_buy_t += event.qty_t - qty
+                account.position_t += event.qty_t - qty
+                self._watch_position(account, reports)
             assert account.cash_available_fen >= 0, "an amend was accepted without the cash"
         else:
             holding = account.holdings[event.instrument]
@@ -402,9 +412,10 @@ class RiskGate:
         holding = account.holding(cmd.instrument)
         change = cmd.qty_t - (holding.available_t + holding.reserved_t + holding.locked_t)
         holding.available_t += change
-        account.position_t += change
         reports: list = [HoldingLoaded(cmd.member_id, cmd.instrument, cmd.qty_t, change)]
-        self._watch_position(account, reports)
+        if self.positioned.get(cmd.instrument):
+            account.position_t += change
+            self._watch_position(account, reports)
         return reports
 
     def set_limits(self, cmd: SetRiskLimits) -> list:
@@ -416,6 +427,8 @@ class RiskGate:
         subject = cmd.member_id or ""
         if any(value <= 0 for value in changes.values()):
             return [CommandRejected("SetRiskLimits", R.AMOUNT_NOT_POSITIVE, subject)]
+        if any(value > LIMIT_MAXIMA[name] for name, value in changes.items()):
+            return [CommandRejected("SetRiskLimits", R.LIMIT_OUT_OF_RANGE, subject)]
         if cmd.member_id is None:
             self.default_limits = limits = msgspec.structs.replace(self.default_limits, **changes)
         else:

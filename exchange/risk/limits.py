@@ -9,8 +9,20 @@ from exchange.model.enums import MemberKind
 NANO = 1_000_000_000  # the token bucket counts nano-orders so that refills stay integers
 
 
+# Upper bounds that keep every derived figure below 2**63 (the token bucket holds
+# order_burst x 10**9 nano-orders; a value x rate refill likewise).
+LIMIT_MAXIMA = {
+    "max_order_value_fen": 10**17,
+    "orders_per_second": 10**9,
+    "order_burst": 10**9,
+    "max_open_orders": 10**9,
+}
+
+
 class RiskLimits(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    """Limits that may differ per member and change intraday (``SetRiskLimits``)."""
+    """Limits that may differ per member and change intraday (``SetRiskLimits``). A member's
+    own limits are a full set, copied from the default when first set: later changes of the
+    default do not reach a member that has its own."""
 
     max_order_value_fen: int = 10_000_000_000  # 100 million CNY
     orders_per_second: int = 50
