@@ -101,13 +101,18 @@ class ExchangeCore:
                 return events
         return self._dispatch(ts_ns, command)
 
-    def _submit(self, seq: int, ts_ns: int, command: SubmitOrder) -> list:
-        book = self.books.get(command.instrument)
+    def _trading_book(self, symbol: str) -> tuple[OrderBook | None, RejectReason | None]:
+        """The book an order or amend goes to, or why it cannot go anywhere."""
+        book = self.books.get(symbol)
         if book is None:
-            reason = RejectReason.UNKNOWN_INSTRUMENT
-        elif not self.day_open:
-            reason = RejectReason.DAY_NOT_OPEN
-        else:
+            return None, RejectReason.UNKNOWN_INSTRUMENT
+        if not self.day_open:
+            return None, RejectReason.DAY_NOT_OPEN
+        return book, None
+
+    def _submit(self, seq: int, ts_ns: int, command: SubmitOrder) -> list:
+        book, reason = self._trading_book(command.instrument)
+        if book is not None:
             risk = self.risk
             reason = risk.check_submit(ts_ns, command, book)
             if reason is None:
@@ -162,12 +167,8 @@ class ExchangeCore:
         raise AssertionError(f"unhandled command {type(command).__name__}")
 
     def _amend(self, ts_ns: int, command: AmendOrder) -> list:
-        book = self.books.get(command.instrument)
-        if book is None:
-            reason = RejectReason.UNKNOWN_INSTRUMENT
-        elif not self.day_open:
-            reason = RejectReason.DAY_NOT_OPEN
-        else:
+        book, reason = self._trading_book(command.instrument)
+        if book is not None:
             order = book.order(command.member_id, command.order_id)
             before = (order.side, order.price_fen, order.qty_t) if order is not None else None
             reason = self.risk.check_amend(ts_ns, command, before, book)
