@@ -2,6 +2,8 @@
 
 ``exchange simulate`` runs a seeded in-process trading session to the close and prints a
 summary, then rebuilds the state from the journal alone and checks the state hash matches.
+``exchange registry ...`` creates and inspects the reference registry (accounts, caps,
+allocations, holdings, history, verification) for operators and demos.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from exchange.config import Config, ConfigError, load_config
 from exchange.engine import Engine, ExchangeCore, FileJournal, FsyncPolicy
 from exchange.model.units import format_fen
 from exchange.simulation import SimulatedClock, Simulation, SimulationSummary, describe_rejects
+from registry_adapter.admin import add_registry_commands
 
 
 def build_core(config: Config) -> ExchangeCore:
@@ -92,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--config", help="TOML configuration file (defaults: the market rules)")
     sim.add_argument("--data-dir", help="keep the journal here (default: a temporary directory)")
     sim.set_defaults(run=simulate)
+    add_registry_commands(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)
