@@ -30,20 +30,13 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 
 from bench.registry import REGISTRY, SIZES, Context, Measurement  # noqa: E402
 
-# Modules whose import registers benchmarks. ``bench.engine_bench`` belongs to the engine's
-# author (engine.journal, engine.journal_fsync_batched); until it exists it is skipped.
+# Modules whose import registers benchmarks.
 BENCH_MODULES = ("bench.book_bench", "bench.peers_bench", "bench.engine_bench")
-OPTIONAL_MODULES = {"bench.engine_bench"}
 
 
 def load_benchmarks() -> None:
     for name in BENCH_MODULES:
-        try:
-            importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if name in OPTIONAL_MODULES and exc.name == name:
-                continue
-            raise
+        importlib.import_module(name)
 
 
 def select(patterns: list[str] | None) -> list[str]:
