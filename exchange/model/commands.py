@@ -146,7 +146,7 @@ class CloseMarket(msgspec.Struct, **_ADMIN):
 
 
 class ReopenMarket(msgspec.Struct, **_ADMIN):
-    pass
+    """End a temporary closure: new orders are accepted again."""
 
 
 class SetTradingPhase(msgspec.Struct, **_ADMIN):
