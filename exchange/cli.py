@@ -1,9 +1,11 @@
-"""The ``exchange`` command: the composition root that wires config, engine and journal.
+"""The ``exchange`` command, on the composition root (:mod:`exchange.app`).
 
-``exchange simulate`` runs a seeded in-process trading session to the close and prints a
-summary, then rebuilds the state from the journal alone and checks the state hash matches.
-``exchange registry ...`` creates and inspects the reference registry (accounts, caps,
-allocations, holdings, history, verification) for operators and demos.
+``exchange simulate`` runs a seeded in-process trading session: each day to the close, then
+its settlement against the reference registry and the cash ledger with a reconciliation; it
+prints a summary, then rebuilds the state from the journal alone and checks the state hash.
+``exchange settle --date D`` settles (or finishes settling) a closed trading day for the
+clearing house. ``exchange registry ...`` creates and inspects the reference registry
+(accounts, caps, allocations, holdings, history, verification) for operators and demos.
 """
 
 from __future__ import annotations
@@ -15,55 +17,69 @@ import time
 from datetime import date
 from pathlib import Path
 
-from exchange.config import Config, ConfigError, load_config
-from exchange.engine import Engine, ExchangeCore, FileJournal, FsyncPolicy
+from exchange.app import Exchange, open_engine
+from exchange.clearing.settlement import SettlementReport, SettlementStopped
+from exchange.config import ConfigError, load_config
 from exchange.model.units import format_fen
 from exchange.simulation import SimulatedClock, Simulation, SimulationSummary, describe_rejects
 from registry_adapter.admin import add_registry_commands
-
-
-def build_core(config: Config) -> ExchangeCore:
-    return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy())
-
-
-def open_engine(config: Config, data_dir: Path, clock) -> Engine:
-    """Recover the engine from the data directory's snapshots and journal (start-up path)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
-    journal = FileJournal(
-        data_dir / "commands.journal",
-        fsync=FsyncPolicy[config.engine.fsync.upper()],
-        batch_records=config.engine.fsync_batch_records,
-    )
-    if journal.torn_tail_bytes:
-        print(f"journal: cut a torn last record of {journal.torn_tail_bytes} bytes", file=sys.stderr)
-    return Engine.recover(
-        build_core(config), journal, clock, data_dir / "snapshots",
-        snapshot_every=config.engine.snapshot_every_commands,
-        snapshots_kept=config.engine.snapshots_kept,
-        gc_freeze_every=config.engine.gc_freeze_every_commands or None,
-    )
 
 
 def simulate(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     with tempfile.TemporaryDirectory(prefix="exchange-sim-") as scratch:
         data_dir = Path(args.data_dir) if args.data_dir else Path(scratch)
-        engine = open_engine(config, data_dir, SimulatedClock())
-        if engine.last_seq:
+        if (data_dir / "commands.journal").exists():
             print(f"error: {data_dir} already holds a journal; simulate needs an empty data directory", file=sys.stderr)
             return 2
+        exchange = Exchange.open(config, data_dir, SimulatedClock(), clearing_url=args.clearing_db)
         started = time.perf_counter()
-        simulation = Simulation(engine, args.seed, args.members, date.fromisoformat(args.start), config.calendar.schedule())
-        summary = simulation.run(args.days, args.commands)
+        simulation = Simulation(exchange, args.seed, args.members, date.fromisoformat(args.start), config.calendar.schedule())
+        try:
+            summary = simulation.run(args.days, args.commands)
+        except SettlementStopped as stop:
+            print(stop, file=sys.stderr)
+            return 1
+        finally:
+            exchange.close()
         elapsed = time.perf_counter() - started
-        engine.close()
         replayed = open_engine(config, data_dir, SimulatedClock())
         replay_hash = replayed.core.state_hash()
         replayed.close()
     print_summary(summary, args, elapsed)
     same = replay_hash == summary.state_hash
     print(f"replayed from the journal: state hash {'identical' if same else 'DIFFERENT: ' + replay_hash}")
-    return 0 if same else 1
+    reconciled = all(not report.differences for report in summary.settlements) and not summary.holding_changes_at_open
+    return 0 if same and reconciled else 1
+
+
+def settle(args: argparse.Namespace) -> int:
+    """Settle a closed trading day of the exchange whose data directory is given."""
+    config = load_config(args.config)
+    data_dir = Path(args.data_dir)
+    if not (data_dir / "commands.journal").exists():
+        print(f"error: {data_dir} holds no exchange (no commands.journal)", file=sys.stderr)
+        return 2
+    exchange = Exchange.open(config, data_dir, time.time_ns, clearing_url=args.clearing_db)
+    try:
+        report = exchange.settle(args.date)
+    except SettlementStopped as stop:
+        print(stop, file=sys.stderr)
+        return 1
+    finally:
+        exchange.close()
+    print_settlement(report)
+    return 0
+
+
+def print_settlement(report: SettlementReport) -> None:
+    differences = len(report.differences)
+    print(f"settled {report.trading_day}: {report.trades:,} trades, {report.volume_t:,} t, "
+          f"{format_fen(report.value_fen, grouped=True)} CNY among {report.members:,} members; "
+          f"{report.allowance_legs:,} allowance legs and {report.cash_legs:,} cash legs posted once; "
+          f"reconciliation: {differences} differences")
+    if report.statements:
+        print(f"statements: {report.statements}")
 
 
 def print_summary(summary: SimulationSummary, args: argparse.Namespace, elapsed_s: float) -> None:
@@ -80,6 +96,9 @@ def print_summary(summary: SimulationSummary, args: argparse.Namespace, elapsed_
     print("rejects by reason:")
     for name, count in describe_rejects(summary.rejects) or [("none", 0)]:
         print(f"  {name:<40} {count:>8,}")
+    for report in summary.settlements:
+        print_settlement(report)
+    print(f"start-of-day loads that changed the exchange's view after a settlement: {summary.holding_changes_at_open}")
     print(f"state hash {summary.state_hash}")
 
 
@@ -93,8 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     sim.add_argument("--days", type=int, default=1)
     sim.add_argument("--start", default="2026-11-23", help="first trading day (YYYY-MM-DD)")
     sim.add_argument("--config", help="TOML configuration file (defaults: the market rules)")
-    sim.add_argument("--data-dir", help="keep the journal here (default: a temporary directory)")
+    sim.add_argument("--data-dir", help="keep the journal and stores here (default: a temporary directory)")
+    sim.add_argument("--clearing-db", help="database URL of the trades and cash ledger (default: SQLite in the data directory)")
     sim.set_defaults(run=simulate)
+    settling = commands.add_parser("settle", help="settle a closed trading day (the clearing house)")
+    settling.add_argument("--date", required=True, help="the trading day (YYYY-MM-DD)")
+    settling.add_argument("--data-dir", required=True, help="the exchange's data directory")
+    settling.add_argument("--config", help="TOML configuration file (defaults: the market rules)")
+    settling.add_argument("--clearing-db", help="database URL of the trades and cash ledger (default: SQLite in the data directory)")
+    settling.set_defaults(run=settle)
     add_registry_commands(commands)
     args = parser.parse_args(argv)
     try:

@@ -18,6 +18,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
+from exchange.app import Exchange
+from exchange.clearing.settlement import SettlementReport
 from exchange.engine import Engine
 from exchange.model import (
     AmendOrder,
@@ -36,20 +38,19 @@ from exchange.model import (
     CommandRejected,
     CancelRejected,
     DayClosed,
-    EndDay,
     MassCancel,
     OrderAccepted,
     OrderFilled,
     OrderRejected,
     OrderType,
     Side,
-    StartDay,
     SubmitOrder,
     TimeInForce,
 )
 from exchange.model.rejects import RejectReason
-from exchange.clearing.start_of_day import load_holdings_commands
+from exchange.model.events import HoldingLoaded
 from exchange.risk.schedule import SessionSchedule
+from registry_adapter.demo import allocate_holdings
 from registry_adapter.memory import InMemoryRegistry
 
 NS = 1_000_000_000
@@ -86,14 +87,22 @@ class SimulationSummary:
     volume_t: int = 0
     rejects: Counter = field(default_factory=Counter)
     instruments: dict[str, InstrumentSummary] = field(default_factory=dict)
+    settlements: list[SettlementReport] = field(default_factory=list)
+    # Start-of-day loads that changed the exchange's view after the first day: a day that
+    # settled and reconciled leaves none.
+    holding_changes_at_open: int = 0
     state_hash: str = ""
 
 
 class Simulation:
+    """Runs on an :class:`Exchange` (with its clearing side each day ends with a settlement)
+    or on a bare engine, whose start-of-day holdings then come from an in-memory registry."""
+
     def __init__(
-        self, engine: Engine, seed: int, members: int, start_day: date, schedule: SessionSchedule | None = None
+        self, exchange: Exchange | Engine, seed: int, members: int, start_day: date, schedule: SessionSchedule | None = None
     ) -> None:
-        self.engine = engine
+        self.exchange = exchange if isinstance(exchange, Exchange) else Exchange(exchange)
+        engine = self.engine = self.exchange.engine
         self.random = random.Random(seed)
         self.schedule = schedule or SessionSchedule()
         self.members = [f"M{n:04d}" for n in range(1, members + 1)]
@@ -103,14 +112,17 @@ class Simulation:
         self.day = start_day if self.schedule.is_trading_day(start_day) else self.schedule.next_trading_day(start_day)
         self.summary = SimulationSummary(instruments={s: InstrumentSummary() for s in self.symbols})
         self.clock = engine.clock if isinstance(engine.clock, SimulatedClock) else None
-        self.registry = InMemoryRegistry()
+        self.registry = self.exchange.registry or InMemoryRegistry()
+        self.first_seq = engine.last_seq
         self.undo: list[tuple[int, object]] = []  # (command number, command): operator reversals
 
     def run(self, days: int, commands_per_day: int) -> SimulationSummary:
         for day_number in range(days):
             self._run_day(commands_per_day, first=day_number == 0)
+            if self.exchange.clearing is not None:
+                self.summary.settlements.append(self.exchange.settle(self.day.isoformat()))
             self.day = self.schedule.next_trading_day(self.day)
-        self.engine.flush()
+        self.exchange.flush()
         self.summary.state_hash = self.engine.core.state_hash()
         return self.summary
 
@@ -120,15 +132,13 @@ class Simulation:
         self._set_time(phases[0][0] - 3_600 * NS)  # an hour before the open
         if first:
             self._admit_members()
-        self._execute(StartDay(self.day.isoformat()))
-        if first:
-            self._load_holdings()
+        self._tally(self.exchange.start_day(self.day.isoformat(), self.registry))
         trading_ns = self.schedule.trading_seconds() * NS
         for n in range(commands):
             self._advance(sessions, phases, n * trading_ns // max(commands, 1))
             self._execute(self._next_command())
         self._advance(sessions, phases, trading_ns)
-        self._execute(EndDay())
+        self._tally(self.exchange.end_day())
 
     def _advance(self, sessions: list[tuple[int, int]], pending: list, elapsed_ns: int) -> None:
         """Move the clock ``elapsed_ns`` into the day's trading time, sending each phase change
@@ -152,10 +162,16 @@ class Simulation:
 
     def _admit_members(self) -> None:
         rnd = self.random
-        for member in self.members:
-            self.registry.open_account(member)
-            for symbol in self.symbols:
-                self.registry.issue(member, symbol, rnd.randrange(20_000, 200_000, 100))
+        holdings = {
+            member: {symbol: rnd.randrange(20_000, 200_000, 100) for symbol in self.symbols} for member in self.members
+        }
+        if isinstance(self.registry, InMemoryRegistry):
+            for member, units in holdings.items():
+                self.registry.open_account(member)
+                for symbol, qty in units.items():
+                    self.registry.issue(member, symbol, qty)
+        else:
+            allocate_holdings(self.registry, holdings)
         for number, member in enumerate(self.members):
             covered = rnd.random() < 0.6
             kind = MemberKind.COVERED if covered else MemberKind.VOLUNTARY
@@ -164,17 +180,15 @@ class Simulation:
             self._execute(RegisterMember(member, kind, allocation, group))
             self._execute(Deposit(member, CASH_PER_MEMBER_FEN))
 
-    def _load_holdings(self) -> None:
-        """The clearing house's start-of-day job, against a registry made up for the run."""
-        for command in load_holdings_commands(self.registry, self.members, self.symbols):
-            self._execute(command)
-
     def _execute(self, command) -> None:
-        summary = self.summary
-        summary.commands += 1
         if isinstance(command, SubmitOrder):
-            summary.orders += 1
-        for event in self.engine.execute(command):
+            self.summary.orders += 1
+        self._tally(self.exchange.execute(command))
+
+    def _tally(self, events: list) -> None:
+        summary = self.summary
+        summary.commands = self.engine.last_seq - self.first_seq
+        for event in events:
             if isinstance(event, OrderFilled):
                 summary.trades += 1
                 summary.volume_t += event.qty_t
@@ -184,6 +198,8 @@ class Simulation:
                 summary.rejects[event.reason] += 1
             elif isinstance(event, DayClosed):
                 self._record_close(event)
+            elif isinstance(event, HoldingLoaded) and event.change_t and summary.settlements:
+                summary.holding_changes_at_open += 1
 
     def _record_close(self, event: DayClosed) -> None:
         item = self.summary.instruments[event.instrument]

@@ -61,6 +61,11 @@ class NotTradable(RegistryError):
         self.unit = unit
 
 
+class RegistryUnavailable(RegistryError):
+    """The registry could not be reached or did not answer in time: whether the call took
+    effect is unknown. Callers retry with the same idempotency ids, which settles it."""
+
+
 class Transfer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """Move ``qty_t`` of ``unit`` from one account to another. ``transfer_id`` is the
     idempotency id (settlement derives it from the trading day, the trade and the leg)."""

@@ -123,6 +123,7 @@ from registry_adapter.port import (
     InsufficientHolding,
     NotTradable,
     RegistryError,
+    RegistryUnavailable,
     Transfer,
     UnknownAccount,
 )
@@ -887,8 +888,11 @@ class SqlRegistry:
                     tx.finish()
                     return result
             except sa.exc.DBAPIError as error:
-                if attempt >= RETRIES or not _is_transient(error):
-                    raise
+                if attempt < RETRIES and _is_transient(error):
+                    continue
+                if isinstance(error, sa.exc.OperationalError):  # lost connection, lock timeout
+                    raise RegistryUnavailable(f"the registry database did not answer: {error.orig}") from error
+                raise
         raise AssertionError("unreachable")
 
     @contextmanager

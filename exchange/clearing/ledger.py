@@ -15,9 +15,13 @@ Accounts
     :meth:`CashLedger.create_schema`: ``house:bank`` (the clearing house's omnibus account at
     its bank: deposits come from it, withdrawals go to it), ``house:settlement``,
     ``house:fees``, ``house:auction_proceeds`` and ``house:buyback_fund``. Only the bank
-    account may go negative; every other account is refused a debit that its posted credits
-    do not cover (TigerBeetle's ``debits_must_not_exceed_credits``), and the database checks
-    the same rule again (a CHECK constraint).
+    and the settlement account may go negative; every other account is refused a debit that
+    its posted credits do not cover (TigerBeetle's ``debits_must_not_exceed_credits``), and
+    the database checks the same rule again (a CHECK constraint). The settlement account is
+    the clearing house standing between buyer and seller: inside one settlement batch it pays
+    the sellers before it collects from the buyers (who may be paying with the day's sale
+    proceeds), so it runs negative *within* the batch; settlement leaves it at zero, and
+    reconciliation checks that it does.
 
 Sign conventions
     Every account is read credit-normal, from the clearing house's books: an account's
@@ -138,6 +142,8 @@ HOUSE_ACCOUNTS = {
     AUCTION_PROCEEDS: AccountKind.AUCTION_PROCEEDS,
     BUYBACK_FUND: AccountKind.BUYBACK_FUND,
 }
+
+MAY_GO_NEGATIVE = (AccountKind.BANK, AccountKind.SETTLEMENT)
 
 
 class TransferCode(enum.IntEnum):
@@ -752,7 +758,7 @@ class CashLedger:
             self._insert_account(connection, member_id, AccountKind.MEMBER)
 
     def _insert_account(self, connection: sa.Connection, account_id: str, kind: AccountKind) -> None:
-        values = dict(account_id=account_id, kind=str(kind), may_go_negative=kind is AccountKind.BANK)
+        values = dict(account_id=account_id, kind=str(kind), may_go_negative=kind in MAY_GO_NEGATIVE)
         values.update(dict.fromkeys(BALANCE_COLUMNS, 0))
         dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
         connection.execute(dialect.insert(cash_accounts).values(values).on_conflict_do_nothing())
@@ -912,12 +918,12 @@ def house_account_problems(stored: dict[str, AccountBalance]) -> list[str]:
     problems = []
     for account_id, kind in HOUSE_ACCOUNTS.items():
         account = stored.get(account_id)
-        if account is None or account.kind != kind or account.may_go_negative != (kind is AccountKind.BANK):
+        if account is None or account.kind != kind or account.may_go_negative != (kind in MAY_GO_NEGATIVE):
             problems.append(f"house account {account_id!r} is missing or not a {kind} account")
     problems += [
-        f"account {a.account_id!r} may go negative but is not the bank account"
+        f"account {a.account_id!r} may go negative but is neither the bank nor the settlement account"
         for a in stored.values()
-        if a.may_go_negative and a.account_id != BANK
+        if a.may_go_negative and a.account_id not in (BANK, SETTLEMENT)
     ]
     return problems
 

@@ -234,7 +234,7 @@ class ExchangeCore:
         for symbol in self._symbols:
             events.extend(self.books[symbol].end_day())
         self.risk.apply(events)
-        self.risk.end_day()
+        events.extend(self.risk.end_day(self.trading_day))
         return events
 
     # -- state -----------------------------------------------------------------------------

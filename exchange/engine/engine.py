@@ -23,13 +23,20 @@ reference cycles (a test proves it), so the engine moves what has lived through
 O(1); young-generation collections stay small. At the end of the trading day, outside
 trading hours, it unfreezes and collects once, so cycles made by the shell (asyncio, say) are
 reclaimed daily. ``gc_freeze_every=None`` leaves the collector alone.
+
+Event sinks. The shell's stores (trades, the cash ledger's mirror) follow the journal as an
+:class:`EventSink` handed to the engine: it receives every command's events as they are
+applied, and again on recovery for the commands replayed after the snapshot. The engine
+flushes the sink before it writes a snapshot, so whatever a snapshot covers is already in
+the stores and a recovery that starts from it loses nothing; a sink must skip what it has
+already stored, because recovery may hand it the same events twice.
 """
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterator, Protocol
 
 import msgspec
 
@@ -40,6 +47,19 @@ from exchange.model.commands import Command, EndDay
 
 Clock = Callable[[], int]
 """Nanoseconds since the epoch; injected so that tests and simulations are reproducible."""
+
+
+
+class EventSink(Protocol):
+    def __call__(self, seq: int, ts_ns: int, events: list) -> None:
+        """One applied command's events."""
+
+    def flush(self) -> None:
+        """Make durable everything handed over so far (called before each snapshot)."""
+
+    def resume(self, core: ExchangeCore) -> None:
+        """Recovery loaded a snapshot into ``core``; the journal's tail follows."""
+
 
 _command_encoder = msgspec.msgpack.Encoder()
 _command_decoder = msgspec.msgpack.Decoder(Command)
@@ -69,9 +89,11 @@ class Engine:
         snapshot_every: int = 1_000_000,
         snapshots_kept: int = 3,
         gc_freeze_every: int | None = None,
+        sink: EventSink | None = None,
     ) -> None:
         assert core.last_seq == journal.last_seq, "the core must be recovered from this journal"
         self.core = core
+        self.sink = sink
         self.journal = journal
         self.clock = clock
         self.snapshot_dir = snapshot_dir
@@ -119,6 +141,8 @@ class Engine:
         self.last_ts_ns = ts_ns
         self.journal.append(seq, ts_ns, _command_encoder.encode(command))
         events = self.core.apply(seq, ts_ns, command)
+        if self.sink is not None:
+            self.sink(seq, ts_ns, events)
         if seq >= self._next_housekeeping_seq:
             self._housekeeping(seq)
         if type(command) is EndDay:
@@ -129,6 +153,8 @@ class Engine:
         """Write the core's state at the current sequence number (journal flushed first)."""
         assert self.snapshot_dir is not None
         self.journal.flush()
+        if self.sink is not None:
+            self.sink.flush()
         snap = Snapshot(self.core.last_seq, self.journal.chain_hash, encode_state(self.core.state()))
         path = write_snapshot(self.snapshot_dir, snap)
         prune_snapshots(self.snapshot_dir, self.snapshots_kept)
@@ -149,10 +175,12 @@ class Engine:
         clock: Clock,
         snapshot_dir: Path | None = None,
         on_events: Callable[[int, int, list], None] | None = None,
+        sink: EventSink | None = None,
         **options: int,
     ) -> "Engine":
         """Rebuild ``core`` from the newest snapshot and the journal's tail, then open for
-        business. ``on_events`` receives the replayed events, as live trading would."""
+        business. ``on_events`` receives the replayed events, as live trading would; a
+        ``sink`` receives them too, and then every live command's events."""
         # A snapshot ahead of the journal (the OS lost journal pages it had not synced) is
         # passed over for an older one; the journal is the truth.
         snap = latest_snapshot(snapshot_dir, at_most_seq=journal.last_seq) if snapshot_dir is not None else None
@@ -160,12 +188,18 @@ class Engine:
         if snap is not None:
             core.restore(decode_state(snap.state))
             records = journal.records(after_seq=snap.seq, expect_chain=snap.chain_hash)
+            if sink is not None:
+                sink.resume(core)
         last_ts_ns = 0
         for seq, ts_ns, events in replay(core, records):
             last_ts_ns = ts_ns
             if on_events is not None:
                 on_events(seq, ts_ns, events)
-        engine = cls(core, journal, clock, snapshot_dir, **options)
+            if sink is not None:
+                sink(seq, ts_ns, events)
+        if sink is not None:
+            sink.flush()
+        engine = cls(core, journal, clock, snapshot_dir, sink=sink, **options)
         engine.last_ts_ns = last_ts_ns
         return engine
 

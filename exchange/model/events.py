@@ -210,6 +210,30 @@ class LargeHolderThresholdCrossed(msgspec.Struct, frozen=True, tag=True):
     limit_t: int
 
 
+class HeldPosition(msgspec.Struct, frozen=True, array_like=True):
+    """One instrument in a member's closing position, in tonnes."""
+
+    instrument: str
+    settled_t: int  # what the registry must show once the day is settled
+    obligation_t: int  # + to deliver at settlement, - to receive
+
+
+class MemberPosition(msgspec.Struct, frozen=True, tag=True):
+    """The exchange's view of one member at the close, one per member at ``EndDay``: what
+    settlement must post (the obligations) and what the registry and the cash ledger must
+    show afterwards. Reconciliation compares the stores against it to the tonne and the fen.
+
+    ``settled_cash_fen`` is the member's money once the day settles (available, reserved for
+    open orders and pending proceeds); ``cash_obligation_fen`` is + to pay, - to receive.
+    Holdings are sorted by instrument; an instrument the member never held is left out."""
+
+    trading_day: str
+    member_id: str
+    settled_cash_fen: int
+    cash_obligation_fen: int
+    holdings: list[HeldPosition]
+
+
 Event = (
     OrderAccepted
     | OrderRejected
@@ -233,4 +257,5 @@ Event = (
     | RiskLimitsChanged
     | InstrumentLimitsChanged
     | LargeHolderThresholdCrossed
+    | MemberPosition
 )

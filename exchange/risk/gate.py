@@ -42,8 +42,10 @@ from exchange.model.events import (
     TradingPhaseChanged,
     FundsDeposited,
     FundsWithdrawn,
+    HeldPosition,
     HoldingLoaded,
     LargeHolderThresholdCrossed,
+    MemberPosition,
     MemberRegistered,
     MemberStatusChanged,
     OrderAccepted,
@@ -465,9 +467,20 @@ class RiskGate:
         self.phase = phase
         return [TradingPhaseChanged(phase)]
 
-    def end_day(self) -> None:
+    def end_day(self, trading_day: str) -> list:
+        """Close the day: the phase goes to post-close, and each member's closing position
+        is reported, sorted by member id, for settlement to post and reconcile against."""
         self.phase = TradingPhase.POST_CLOSE
+        return [self._position(trading_day, self.accounts[member]) for member in sorted(self.accounts)]
 
+    @staticmethod
+    def _position(trading_day: str, account: Account) -> MemberPosition:
+        holdings = [
+            HeldPosition(symbol, holding.available_t + holding.reserved_t + holding.locked_t, holding.obligation_t)
+            for symbol, holding in sorted(account.holdings.items())
+        ]
+        settled_cash = account.cash_available_fen + account.cash_reserved_fen + account.cash_pending_fen
+        return MemberPosition(trading_day, account.member_id, settled_cash, account.cash_obligation_fen, holdings)
 
     # -- state ----------------------------------------------------------------------------
 

@@ -74,10 +74,10 @@ def ledger(db_url: str) -> Iterator[CashLedger]:
 # -- accounts and sign conventions ---------------------------------------------------------------
 
 
-def test_house_accounts_and_only_the_bank_may_go_negative(ledger: CashLedger) -> None:
+def test_house_accounts_and_only_bank_and_settlement_may_go_negative(ledger: CashLedger) -> None:
     accounts = {a.account_id: a for a in ledger.accounts()}
     assert set(accounts) == set(HOUSE) | set(MEMBERS)
-    assert [a.account_id for a in accounts.values() if a.may_go_negative] == [BANK]
+    assert [a.account_id for a in accounts.values() if a.may_go_negative] == [BANK, SETTLEMENT]
     assert accounts["A"].kind == "member" and accounts[FEES].kind == "fees"
     ledger.create_schema()  # again: nothing changes
     ledger.open_member_account("A")
@@ -127,7 +127,7 @@ REFUSALS = [
     ("more than the member has", [move("t", "A", "B", 10_001)], InsufficientFunds, "'A' has 10000 fen available"),
     ("member with nothing", [move("t", "C", "A", 1)], InsufficientFunds, "'C' has 0"),
     ("house account may not go negative", [move("t", FEES, "A", 1)], InsufficientFunds, "'house:fees'"),
-    ("settlement may not go negative", [move("t", SETTLEMENT, "A", 1)], InsufficientFunds, "'house:settlement'"),
+    ("fund may not go negative", [move("t", BUYBACK_FUND, "A", 1)], InsufficientFunds, "'house:buyback_fund'"),
     ("amount zero", [move("t", "A", "B", 0)], InvalidAmount, "amount_fen"),
     ("amount negative", [move("t", "A", "B", -5)], InvalidAmount, "-5"),
     ("amount above the maximum", [move("t", BANK, "A", MAX_AMOUNT_FEN + 1)], InvalidAmount, "amount_fen"),
@@ -300,11 +300,18 @@ def test_a_failing_transfer_leaves_nothing(ledger: CashLedger) -> None:
 
 
 def test_a_batch_sees_its_own_earlier_transfers(ledger: CashLedger) -> None:
-    # Through the settlement account and out again works in order, and not the other way round.
-    route = [move("in", "A", SETTLEMENT, 2_000), move("out", SETTLEMENT, "C", 2_000)]
+    # Through a member and out again works in order, and not the other way round.
+    route = [move("in", "A", "C", 2_000), move("out", "C", "B", 2_000)]
     refused(ledger, list(reversed(route)), InsufficientFunds)
     assert applied(ledger, route) == 2
-    assert ledger.balance(SETTLEMENT) == 0 and ledger.balance("C") == 2_000
+    assert ledger.balance("C") == 0 and ledger.balance("B") == 7_000
+
+
+def test_the_settlement_account_pays_out_before_it_collects(ledger: CashLedger) -> None:
+    # C has nothing: it can pay for what it buys only with what it is paid for what it sells.
+    legs = [move("pay-out", SETTLEMENT, "C", 3_000), move("pay-in", "C", SETTLEMENT, 3_000)]
+    assert applied(ledger, legs) == 2
+    assert ledger.balance(SETTLEMENT) == 0 and ledger.balance("C") == 0
 
 
 def test_a_malformed_operation_anywhere_refuses_the_batch(ledger: CashLedger) -> None:
@@ -472,7 +479,7 @@ class NaiveLedger:
             if account not in counters:
                 raise Refusal(UnknownAccount)
         debit, credit = counters[transfer.debit_account], counters[transfer.credit_account]
-        if transfer.debit_account != BANK and debit[0] + debit[2] + transfer.amount_fen > debit[1]:
+        if transfer.debit_account not in (BANK, SETTLEMENT) and debit[0] + debit[2] + transfer.amount_fen > debit[1]:
             raise Refusal(InsufficientFunds)
         held = 2 if transfer.pending else 0
         debit[held] += transfer.amount_fen
@@ -573,7 +580,7 @@ def ledger_machine(engine: sa.Engine) -> type[RuleBasedStateMachine]:
             }
             assert kept == self.model.counters
             for account_id, (dp, cp, dpe, _cpe) in self.model.counters.items():
-                assert account_id == BANK or cp - dp - dpe >= 0
+                assert account_id in (BANK, SETTLEMENT) or cp - dp - dpe >= 0
             assert sum(c[0] for c in kept.values()) == sum(c[1] for c in kept.values())
             assert sum(c[2] for c in kept.values()) == sum(c[3] for c in kept.values())
             assert self.ledger.verify() == []

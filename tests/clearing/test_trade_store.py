@@ -13,16 +13,14 @@ from exchange.simulation import SimulatedClock, Simulation
 
 
 class SinkEngine(Engine):
-    """An engine that hands every command's events to a sink, as the shell does."""
+    """An engine with the store as its event sink, as the shell wires it; it keeps the fills."""
 
-    def __init__(self, *args, sink, **kwargs) -> None:
+    def __init__(self, *args, **kwargs) -> None:
         super().__init__(*args, **kwargs)
-        self.sink = sink
         self.fills: list[OrderFilled] = []
 
     def execute(self, command):
         events = super().execute(command)
-        self.sink(self.last_seq, self.last_ts_ns, events)
         self.fills.extend(e for e in events if isinstance(e, OrderFilled))
         return events
 

@@ -1,0 +1,153 @@
+"""The composition root: one exchange process's parts wired together.
+
+:class:`Exchange` holds the engine (core, journal, snapshots) and the clearing side: the
+trade store, the cash ledger, the registry port and settlement. Every command goes through
+:meth:`Exchange.execute`, which journals and applies it and hands its events to the event
+sinks (the trade store, and the cash ledger's mirror of members' money). Recovery replays
+the journal into the same sinks, so a restart after a crash finishes what the dead process
+had journalled but not yet written; both sinks are idempotent.
+
+The clearing house's day: :meth:`start_day` opens the trading day and loads each member's
+settled holdings from the registry; :meth:`end_day` closes it (the core reports each
+member's closing position) and writes the day's record; :meth:`settle` settles it.
+
+On disk (``Exchange.open``), under the data directory: ``commands.journal`` and
+``snapshots/`` (the engine), ``clearing.db`` (trades, closing positions, settlement
+progress and the cash ledger: SQLite unless a database URL is given), ``registry.db`` (the
+reference registry, unless a registry is handed in) and ``statements/``.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+from exchange.clearing.funds import FundsMirror
+from exchange.clearing.ledger import CashLedger
+from exchange.clearing.settlement import Settlement, SettlementReport
+from exchange.clearing.start_of_day import load_holdings_commands
+from exchange.clearing.trades import TradeStore
+from exchange.config import Config
+from exchange.engine import Engine, EventSink, ExchangeCore, FileJournal, FsyncPolicy
+from exchange.model import EndDay, StartDay
+from exchange.model.commands import Command
+from registry_adapter.port import Registry
+from registry_adapter.sql import SqlRegistry
+
+
+class Clearing:
+    """The clearing side: trade store, cash ledger, registry and settlement."""
+
+    def __init__(self, store: TradeStore, ledger: CashLedger, registry: Registry, statements_dir: Path | None) -> None:
+        self.store, self.ledger, self.registry = store, ledger, registry
+        self.settlement = Settlement(store, ledger, registry, statements_dir)
+        self.funds = FundsMirror(ledger)
+
+    @classmethod
+    def open(cls, url: str, registry: Registry, statements_dir: Path | None) -> "Clearing":
+        store = TradeStore(url)
+        ledger = CashLedger(store.engine)
+        clearing = cls(store, ledger, registry, statements_dir)
+        store.create_schema()
+        ledger.create_schema()
+        clearing.settlement.create_schema()
+        return clearing
+
+    # The engine's event sink (see exchange.engine.engine.EventSink).
+
+    def __call__(self, seq: int, ts_ns: int, events: list) -> None:
+        self.store(seq, ts_ns, events)
+        self.funds(seq, ts_ns, events)
+
+    def flush(self) -> None:
+        self.store.flush()
+
+    def resume(self, core: ExchangeCore) -> None:
+        self.store.resume(core)
+
+    def close(self) -> None:
+        self.store.flush()
+        self.store.engine.dispose()
+
+
+class Exchange:
+    def __init__(self, engine: Engine, clearing: Clearing | None = None) -> None:
+        self.engine = engine
+        self.clearing = clearing
+
+    @classmethod
+    def open(
+        cls, config: Config, data_dir: Path, clock, *, clearing_url: str | None = None, registry: Registry | None = None,
+    ) -> "Exchange":
+        """Recover the exchange from ``data_dir`` (start-up and crash recovery are one path)."""
+        data_dir.mkdir(parents=True, exist_ok=True)
+        if registry is None:
+            registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
+            registry.create_schema()
+        clearing = Clearing.open(clearing_url or f"sqlite:///{data_dir / 'clearing.db'}", registry, data_dir / "statements")
+        return cls(open_engine(config, data_dir, clock, sink=clearing), clearing)
+
+    @property
+    def core(self) -> ExchangeCore:
+        return self.engine.core
+
+    @property
+    def registry(self) -> Registry | None:
+        return self.clearing.registry if self.clearing else None
+
+    def execute(self, command: Command) -> list:
+        return self.engine.execute(command)  # the clearing side is the engine's event sink
+
+    def start_day(self, trading_day: str, registry: Registry | None = None) -> list:
+        """Open ``trading_day`` and load every member's settled holdings from the registry,
+        so the day trades on what the registry holds after the last settlement."""
+        events = self.execute(StartDay(trading_day))
+        source = registry or self.registry
+        if source is not None and self.core.trading_day == trading_day:
+            members = list(self.core.risk.accounts)
+            for command in load_holdings_commands(source, members, self.core.books):
+                events.extend(self.execute(command))
+        return events
+
+    def end_day(self) -> list:
+        events = self.execute(EndDay())
+        self.flush()
+        return events
+
+    def settle(self, trading_day: str) -> SettlementReport:
+        assert self.clearing is not None, "settlement needs the clearing side"
+        self.flush()
+        return self.clearing.settlement.settle(trading_day)
+
+    def flush(self) -> None:
+        self.engine.flush()
+        if self.clearing is not None:
+            self.clearing.store.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.engine.close()
+        if self.clearing is not None:
+            self.clearing.close()
+
+
+def build_core(config: Config) -> ExchangeCore:
+    return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy())
+
+
+def open_engine(config: Config, data_dir: Path, clock, sink: EventSink | None = None) -> Engine:
+    """Recover the engine from the data directory's snapshots and journal (start-up path)."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    journal = FileJournal(
+        data_dir / "commands.journal",
+        fsync=FsyncPolicy[config.engine.fsync.upper()],
+        batch_records=config.engine.fsync_batch_records,
+    )
+    if journal.torn_tail_bytes:
+        print(f"journal: cut a torn last record of {journal.torn_tail_bytes} bytes", file=sys.stderr)
+    return Engine.recover(
+        build_core(config), journal, clock, data_dir / "snapshots", sink=sink,
+        snapshot_every=config.engine.snapshot_every_commands,
+        snapshots_kept=config.engine.snapshots_kept,
+        gc_freeze_every=config.engine.gc_freeze_every_commands or None,
+    )
