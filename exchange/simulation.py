@@ -116,10 +116,11 @@ class Simulation:
         self.first_seq = engine.last_seq
         self.undo: list[tuple[int, object]] = []  # (command number, command): operator reversals
 
-    def run(self, days: int, commands_per_day: int) -> SimulationSummary:
+    def run(self, days: int, commands_per_day: int, settle: bool = True) -> SimulationSummary:
+        """Trade ``days`` days; with a clearing side and ``settle``, settle each after its close."""
         for day_number in range(days):
             self._run_day(commands_per_day, first=day_number == 0)
-            if self.exchange.clearing is not None:
+            if settle and self.exchange.clearing is not None:
                 self.summary.settlements.append(self.exchange.settle(self.day.isoformat()))
             self.day = self.schedule.next_trading_day(self.day)
         self.exchange.flush()
