@@ -70,6 +70,8 @@ TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     ("book.bytes_per_order", "bytes_per_order"): ("<=", 300),
     ("engine.journal", "ops_per_s"): (">=", 400_000),
     ("engine.risk", "ops_per_s"): (">=", 300_000),
+    ("settle.sqlite", "seconds"): ("<=", 30),
+    ("settle.postgres", "seconds"): ("<=", 60),
 }
 
 

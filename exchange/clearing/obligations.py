@@ -19,29 +19,13 @@ exchange's own view of the day's obligations (the closing positions).
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
-
 import msgspec
 
 CASH = "cash"  # the asset name of money; instrument symbols are upper case
 
 
-@dataclass(slots=True)
-class NetPosition:
-    """One member's day in one asset: what it bought and sold, and the net it owes."""
-
-    bought: int = 0  # tonnes received, or fen received for cash
-    sold: int = 0  # tonnes delivered, or fen paid for cash
-
-    @property
-    def net(self) -> int:
-        """+ to deliver (or pay), - to receive."""
-        return self.sold - self.bought
-
-
-@dataclass(slots=True)
-class TradeLeg:
-    """One trade as settlement sees it: the rows of the trade store, in trade id order."""
+class TradeLeg(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One trade as settlement sees it (a row of the trade store, in trade id order)."""
 
     trade_id: int
     instrument: str
@@ -50,60 +34,59 @@ class TradeLeg:
     buyer: str
     seller: str
 
-    @property
-    def value_fen(self) -> int:
-        return self.price_fen * self.qty_t
 
-
-@dataclass
 class DayObligations:
-    trading_day: str
-    trades: list[TradeLeg]
-    net: dict[str, dict[str, NetPosition]] = field(default_factory=dict)  # member -> asset -> net
-    digest: str = ""
-    value_fen: int = 0
-    volume_t: int = 0
+    """The day's trades with what each member owes, per asset: ``received`` and ``delivered``
+    count tonnes of an instrument, or fen of ``cash`` (delivered = paid)."""
+
+    def __init__(self, trading_day: str, trades: list[TradeLeg]) -> None:
+        self.trading_day = trading_day
+        self.trades = trades
+        self.received: dict[tuple[str, str], int] = {}  # (member, asset) -> amount
+        self.delivered: dict[tuple[str, str], int] = {}
+        self.value_fen = self.volume_t = 0
+        self._add_up()
+        self.digest = trades_digest(trading_day, trades)
 
     @classmethod
     def from_trades(cls, trading_day: str, rows: list[tuple]) -> "DayObligations":
         """``rows`` are the day's trades in trade id order as (trade id, instrument, price,
         quantity, buyer, seller): ``TradeStore.day_trade_legs``."""
-        trades = [TradeLeg(*row) for row in rows]
-        day = cls(trading_day, trades)
-        day._add_up()
-        day.digest = trades_digest(trading_day, trades)
-        return day
+        return cls(trading_day, [TradeLeg(*row) for row in rows])
 
     def _add_up(self) -> None:
-        net = self.net
+        # The tightest loop of settlement set-up: plain dicts of ints, one pass.
+        received, delivered = self.received, self.delivered
+        value_total = volume = 0
         for trade in self.trades:
-            value = trade.price_fen * trade.qty_t
-            self.value_fen += value
-            self.volume_t += trade.qty_t
-            buyer = net.get(trade.buyer) or net.setdefault(trade.buyer, {})
-            seller = net.get(trade.seller) or net.setdefault(trade.seller, {})
-            _position(buyer, trade.instrument).bought += trade.qty_t
-            _position(buyer, CASH).sold += value
-            _position(seller, trade.instrument).sold += trade.qty_t
-            _position(seller, CASH).bought += value
+            qty, buyer, seller = trade.qty_t, (trade.buyer, trade.instrument), (trade.seller, trade.instrument)
+            value = trade.price_fen * qty
+            value_total += value
+            volume += qty
+            received[buyer] = received.get(buyer, 0) + qty
+            delivered[seller] = delivered.get(seller, 0) + qty
+            payer, payee = (trade.buyer, CASH), (trade.seller, CASH)
+            delivered[payer] = delivered.get(payer, 0) + value
+            received[payee] = received.get(payee, 0) + value
+        self.value_fen, self.volume_t = value_total, volume
 
     def members(self) -> list[str]:
-        return sorted(self.net)
+        return sorted({member for member, _ in self.received} | {member for member, _ in self.delivered})
+
+    def net(self, member: str, asset: str) -> int:
+        """+ to deliver (or pay), - to receive."""
+        return self.delivered.get((member, asset), 0) - self.received.get((member, asset), 0)
+
+    def nets(self) -> dict[tuple[str, str], int]:
+        """Every (member, asset) with a non-zero net."""
+        keys = self.received.keys() | self.delivered.keys()
+        return {key: net for key in keys if (net := self.net(*key))}
 
     def gross_pay_fen(self, member: str) -> int:
-        position = self.net.get(member, {}).get(CASH)
-        return position.sold if position else 0
+        return self.delivered.get((member, CASH), 0)
 
     def net_pay_fen(self, member: str) -> int:
-        position = self.net.get(member, {}).get(CASH)
-        return position.net if position else 0
-
-
-def _position(assets: dict[str, NetPosition], asset: str) -> NetPosition:
-    found = assets.get(asset)
-    if found is None:
-        found = assets[asset] = NetPosition()
-    return found
+        return self.net(member, CASH)
 
 
 def leg_id(trading_day: str, trade_id: int, leg: str) -> str:
@@ -117,5 +100,4 @@ def member_leg_id(trading_day: str, member: str, leg: str) -> str:
 def trades_digest(trading_day: str, trades: list[TradeLeg]) -> str:
     """A fingerprint of the day's trades, taken when settlement freezes them: a later run
     that finds other trades for the day stops instead of settling something else."""
-    rows = [(t.trade_id, t.instrument, t.price_fen, t.qty_t, t.buyer, t.seller) for t in trades]
-    return hashlib.blake2b(msgspec.msgpack.encode([trading_day, rows]), digest_size=16).hexdigest()
+    return hashlib.blake2b(msgspec.msgpack.encode([trading_day, trades]), digest_size=16).hexdigest()
