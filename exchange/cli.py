@@ -21,6 +21,7 @@ from exchange.app import Exchange, open_engine
 from exchange.clearing.settlement import SettlementReport, SettlementStopped
 from exchange.config import ConfigError, load_config
 from exchange.model.units import format_fen
+from exchange.serve import add_serve_command
 from exchange.simulation import SimulatedClock, Simulation, SimulationSummary, describe_rejects
 from registry_adapter.admin import add_registry_commands
 
@@ -122,6 +123,7 @@ def main(argv: list[str] | None = None) -> int:
     settling.add_argument("--clearing-db", help="database URL of the trades and cash ledger (default: SQLite in the data directory)")
     settling.set_defaults(run=settle)
     add_registry_commands(commands)
+    add_serve_command(commands)
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -65,7 +65,7 @@ from exchange.gateway.auth import Authenticator, CredentialStore
 from exchange.gateway.market_data import MarketData
 from exchange.gateway.metrics import Metrics
 from exchange.gateway.orders import OrderTracker
-from exchange.gateway.wire import PrivateMessage, PublicMessage, encode
+from exchange.gateway.wire import MAX_ERRORS_PER_MINUTE, PrivateMessage, PublicMessage, encode
 from exchange.model.commands import MassCancel, SubmitOrder
 from exchange.model.events import CommandRejected, LargeHolderThresholdCrossed, OrderRejected
 
@@ -99,6 +99,7 @@ class Hub:
         self, exchange: Exchange, config: Config, credentials: CredentialStore,
         metrics: Metrics | None = None, max_connections_per_member: int = 4,
         max_outbound: int = 10_000, on_credentials_changed: Callable[[], None] | None = None,
+        max_errors_per_minute: int = MAX_ERRORS_PER_MINUTE,
     ) -> None:
         self.exchange = exchange
         self.config = config
@@ -107,6 +108,7 @@ class Hub:
         self.metrics = metrics or Metrics()
         self.max_connections_per_member = max_connections_per_member
         self.max_outbound = max_outbound
+        self.max_errors_per_minute = max_errors_per_minute  # the protocol's 20; tests raise it
         self.on_credentials_changed = on_credentials_changed
         self.symbols = sorted(item.symbol for item in config.listed_instruments())
         self.tracker = OrderTracker()
@@ -120,7 +122,8 @@ class Hub:
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._accepting = False
-        self.stopped = asyncio.Event()
+        self.stopped = asyncio.Event()  # stop() has finished
+        self.failed = asyncio.Event()  # the drain task stopped on a broken invariant
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -245,6 +248,7 @@ class Hub:
         log.critical("a command broke an invariant; the exchange stops", exc_info=error)
         self.fatal = error
         self._accepting = False
+        self.failed.set()
         for work in batch:
             _settle_future(work.future, error=HubStopped("the exchange stopped on an internal error"))
         return False
@@ -329,6 +333,18 @@ class Hub:
         if session in subscribers:
             subscribers.remove(session)
         session.subscriptions.discard(instrument)
+
+    def close_sessions_of_key(self, key_id: str) -> None:
+        """A revoked key logs on no more, and its sessions end now."""
+        for sessions in list(self.sessions.values()):
+            for session in list(sessions):
+                if session.key_id == key_id:
+                    session.close("credentials_revoked")
+
+    def credentials_changed(self) -> None:
+        """Persist the credential records (the composition root says where)."""
+        if self.on_credentials_changed is not None:
+            self.on_credentials_changed()
 
     def close_all_sessions(self, reason: str) -> None:
         for sessions in list(self.sessions.values()):

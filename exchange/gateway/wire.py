@@ -546,3 +546,9 @@ class ErrorBudget:
             return False
         times.append(now_ms)
         return True
+
+
+def validation_error(message: str) -> WireError:
+    """msgspec's validation message (``... - at `$.qty```) as a :class:`WireError` naming the
+    field: for other JSON the gateway decodes (the operator API's request bodies)."""
+    return _validation_error(message)

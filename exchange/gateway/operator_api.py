@@ -1,0 +1,610 @@
+"""The operator HTTP API: the administrator, the clearing house and the regulator.
+
+JSON in and out; a role token in ``Authorization: Bearer <token>``. ``docs/operator-api.md``
+describes each endpoint with an example; ``/openapi.json`` is generated from the structs
+below (:mod:`exchange.gateway.openapi`).
+
+Decisions:
+
+* **Authorization before anything.** A middleware finds the route's method and path template,
+  looks them up in :data:`exchange.gateway.roles.ENDPOINTS` and refuses (401 without a valid
+  token, 403 with a token of a role not in the row) before the handler runs. Tokens are
+  compared in constant time.
+* **Request bodies are msgspec Structs that forbid unknown fields**, decoded strictly;
+  a bad body is 400 naming the field. Errors are always ``{"error": ..., "field": ...}``:
+  400 bad input, 401 no or bad token, 403 wrong role, 404 no such member / instrument /
+  statement, 409 refused by the exchange (the reject's code and text), 503 shutting down.
+* **Every change is an engine command through the hub** (journalled, in order with the
+  members' orders); reads of the stores go through the hub's queue as well, so they never
+  overlap settlement's writes (see :mod:`exchange.gateway.hub`).
+* **Credentials.** Issuing returns the secret once, in the response body; it is neither
+  logged nor stored (the store derives it from the master secret and keeps a fingerprint).
+  The credential records are saved to the data directory after every issue and revoke.
+  Revoking a key also ends the sessions logged on with it.
+* **Money in fen (integers, ``_fen``), prices as two-place strings**, as on the member wire.
+"""
+
+from __future__ import annotations
+
+import hmac
+import logging
+import re
+from pathlib import Path
+from typing import Annotated, Any, Awaitable, Callable, Literal
+
+import msgspec
+from aiohttp import web
+from aiohttp.web_urldispatcher import MatchInfoError
+
+from exchange.gateway import roles
+from exchange.gateway.hub import Hub, HubStopped, rejected
+from exchange.gateway.wire import format_price, validation_error
+from exchange.model.commands import (
+    CloseMarket,
+    Deposit,
+    HaltInstrument,
+    KillSwitch,
+    RegisterMember,
+    ReopenMarket,
+    ResumeInstrument,
+    SetMemberStatus,
+    SetTradingPhase,
+    Withdraw,
+)
+from exchange.model.enums import MemberKind, MemberStatus, TradingPhase
+from exchange.model.rejects import RejectReason
+from exchange.model.units import MAX_NOTIONAL_FEN, MAX_QTY_T
+
+log = logging.getLogger("exchange.gateway.operator_api")
+
+HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
+TOKENS: web.AppKey[dict] = web.AppKey("operator_tokens", dict)
+ROLE: web.RequestKey[str] = web.RequestKey("role", str)
+
+MemberIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+\Z")]
+TradingDayText = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}\Z")]
+AmountFen = Annotated[int, msgspec.Meta(ge=1, le=MAX_NOTIONAL_FEN)]
+_BODY = dict(forbid_unknown_fields=True, frozen=True)
+
+# -- request bodies --------------------------------------------------------------------------
+
+
+class CreateMember(msgspec.Struct, **_BODY):
+    member_id: MemberIdText
+    kind: Literal["covered", "voluntary"]
+    annual_allocation_t: Annotated[int, msgspec.Meta(ge=0, le=MAX_QTY_T)] = 0
+    linked_group: Annotated[str, msgspec.Meta(max_length=32, pattern=r"^[A-Za-z0-9_.-]*\Z")] = ""
+
+
+class ChangeStatus(msgspec.Struct, **_BODY):
+    status: Literal["active", "restricted", "suspended", "frozen"]
+
+
+class CashMovement(msgspec.Struct, **_BODY):
+    member_id: MemberIdText
+    amount_fen: AmountFen
+
+
+class TradingDayRequest(msgspec.Struct, **_BODY):
+    trading_day: TradingDayText
+
+
+class PhaseRequest(msgspec.Struct, **_BODY):
+    phase: Literal["pre_open", "continuous", "break", "post_close"]
+
+
+# -- responses -------------------------------------------------------------------------------
+
+
+class ErrorBody(msgspec.Struct):
+    error: str
+    field: str | None = None
+    code: int | None = None  # the exchange's reject code, for 409
+
+
+class EventsBody(msgspec.Struct):
+    """What a command did: its events, as the engine reported them."""
+
+    events: list[dict]
+
+
+class Health(msgspec.Struct):
+    status: str
+    last_seq: int
+    trading_day: str
+    connections: int
+
+
+class StateBody(msgspec.Struct):
+    last_seq: int
+    state_hash: str
+    journal_chain: str
+    trading_day: str
+
+
+class HoldingView(msgspec.Struct):
+    instrument: str
+    available_t: int
+    reserved_t: int
+    locked_t: int
+    obligation_t: int
+
+
+class MemberView(msgspec.Struct):
+    member_id: str
+    kind: str
+    status: str
+    killed: bool
+    cash_available_fen: int
+    cash_reserved_fen: int
+    cash_pending_fen: int
+    cash_obligation_fen: int
+    open_orders: int
+    position_t: int
+    holdings: list[HoldingView]
+
+
+class CredentialView(msgspec.Struct):
+    key_id: str
+    member_id: str
+    created_ms: int
+    revoked: bool
+    fingerprint: str
+
+
+class IssuedCredentialBody(msgspec.Struct):
+    key_id: str
+    member_id: str
+    secret: str  # shown once
+
+
+class InstrumentView(msgspec.Struct):
+    symbol: str
+    kind: str
+    tick: str
+    lot_t: int
+    max_order_qty_t: int
+    band_bps: int
+    halted: bool
+    phase: str
+    market_closed: bool
+
+
+class BookView(msgspec.Struct):
+    instrument: str
+    bids: list[tuple[str, int, int]]
+    asks: list[tuple[str, int, int]]
+
+
+class TradeView(msgspec.Struct):
+    trade_id: int
+    trading_day: str
+    instrument: str
+    price: str
+    qty_t: int
+    aggressor: str
+    buy_member_id: str
+    buy_order_id: int
+    sell_member_id: str
+    sell_order_id: int
+    seq: int
+
+
+class AlertView(msgspec.Struct):
+    member_id: str
+    position_t: int
+    threshold_t: int
+    limit_t: int
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, error: str, field: str | None = None, code: int | None = None) -> None:
+        super().__init__(error)
+        self.status, self.body = status, ErrorBody(error, field, code)
+
+
+# -- plumbing --------------------------------------------------------------------------------
+
+_encoder = msgspec.json.Encoder()
+
+
+def json_response(value: Any, status: int = 200) -> web.Response:
+    return web.Response(body=_encoder.encode(value), status=status, content_type="application/json")
+
+
+def error_response(status: int, error: str, field: str | None = None, code: int | None = None) -> web.Response:
+    return json_response(ErrorBody(error, field, code), status)
+
+
+async def decode_body(request: web.Request, kind: type) -> Any:
+    body = await request.read()
+    try:
+        return msgspec.json.decode(body or b"{}", type=kind, strict=True)
+    except msgspec.ValidationError as error:
+        problem = validation_error(str(error))
+        raise ApiError(400, problem.problem, problem.field) from None
+    except msgspec.DecodeError as error:
+        raise ApiError(400, f"the body is not JSON: {error}") from None
+
+
+def role_of(request: web.Request, tokens: dict[str, str]) -> str | None:
+    """The caller's role: ``anonymous`` without a header, None for a token that is no one's."""
+    header = request.headers.get("Authorization")
+    if header is None:
+        return roles.ANONYMOUS
+    scheme, _, token = header.partition(" ")
+    if scheme != "Bearer" or not token:
+        return None
+    found = None
+    for role, expected in sorted(tokens.items()):
+        if hmac.compare_digest(token.encode(), expected.encode()):
+            found = role
+    return found
+
+
+@web.middleware
+async def authorize(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
+    """Check the role table before any handler; answer every error as JSON."""
+    match_info = request.match_info
+    if isinstance(match_info, MatchInfoError):
+        status = match_info.http_exception.status
+        return error_response(status, "no such endpoint" if status == 404 else "method not allowed")
+    template = match_info.route.resource.canonical if match_info.route.resource else ""
+    role = role_of(request, request.app[TOKENS])
+    if role is None:
+        return error_response(401, "invalid token")
+    if not roles.endpoint_allowed(request.method, template, role):
+        if role == roles.ANONYMOUS:
+            return error_response(401, "a role token is required (Authorization: Bearer ...)")
+        return error_response(403, f"the {role} role may not call {request.method} {template}")
+    request[ROLE] = role
+    try:
+        return await handler(request)
+    except ApiError as error:
+        return json_response(error.body, error.status)
+    except HubStopped:
+        return error_response(503, "the exchange is shutting down")
+
+
+def hub_of(request: web.Request) -> Hub:
+    return request.app[HUB]
+
+
+def events_body(events: list) -> EventsBody:
+    return EventsBody([{"event": type(event).__name__, **msgspec.to_builtins(event)} for event in events])
+
+
+async def command(request: web.Request, engine_command: Any) -> web.Response:
+    """Run an operator command; 409 (404 for an unknown member or instrument) if refused."""
+    events = await hub_of(request).submit(engine_command)
+    refusal = rejected(events)
+    if refusal is not None:
+        raise_refusal(refusal.reason)
+    return json_response(events_body(events))
+
+
+def raise_refusal(reason: RejectReason) -> None:
+    status = 404 if reason in (RejectReason.UNKNOWN_MEMBER, RejectReason.UNKNOWN_INSTRUMENT) else 409
+    raise ApiError(status, reason.text, None, int(reason))
+
+
+# -- public ----------------------------------------------------------------------------------
+
+
+async def health(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    status = "ok" if hub.fatal is None and not hub.stopped.is_set() else "stopping"
+    core = hub.exchange.core
+    return json_response(Health(status, core.last_seq, core.trading_day, hub.metrics.connections))
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(text=hub_of(request).metrics.render(), content_type="text/plain", charset="utf-8",
+                        headers={"X-Prometheus-Format": "0.0.4"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    from exchange.gateway.openapi import build_openapi
+
+    return json_response(build_openapi(ROUTES))
+
+
+async def state(request: web.Request) -> web.Response:
+    """The engine's state hash: equal to a replay of the journal (the restart test uses it)."""
+    def read(exchange) -> StateBody:
+        engine = exchange.engine
+        return StateBody(engine.last_seq, exchange.core.state_hash(), engine.journal.chain_hash.hex(), exchange.core.trading_day)
+
+    return json_response(await hub_of(request).read(read))
+
+
+# -- members ---------------------------------------------------------------------------------
+
+
+def member_view(account: Any) -> MemberView:
+    holdings = [HoldingView(symbol, h.available_t, h.reserved_t, h.locked_t, h.obligation_t) for symbol, h in account.holdings]
+    return MemberView(
+        account.member_id, MemberKind(account.kind).name.lower(), MemberStatus(account.status).name.lower(),
+        account.killed, account.cash_available_fen, account.cash_reserved_fen, account.cash_pending_fen,
+        account.cash_obligation_fen, account.open_orders, account.position_t, holdings,
+    )
+
+
+async def list_members(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    accounts = await hub.read(lambda exchange: hub.member_accounts())
+    return json_response([member_view(account) for account in sorted(accounts, key=lambda a: a.member_id)])
+
+
+async def create_member(request: web.Request) -> web.Response:
+    body = await decode_body(request, CreateMember)
+    kind = MemberKind[body.kind.upper()]
+    return await command(request, RegisterMember(body.member_id, kind, body.annual_allocation_t, body.linked_group))
+
+
+async def change_status(request: web.Request) -> web.Response:
+    body = await decode_body(request, ChangeStatus)
+    return await command(request, SetMemberStatus(member_id_param(request), MemberStatus[body.status.upper()]))
+
+
+async def kill_member(request: web.Request) -> web.Response:
+    return await command(request, KillSwitch(member_id_param(request)))
+
+
+def member_id_param(request: web.Request) -> str:
+    member_id = request.match_info["member_id"]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,32}", member_id):
+        raise ApiError(404, "no such member", "member_id")
+    return member_id
+
+
+async def require_member(hub: Hub, member_id: str) -> None:
+    accounts = await hub.read(lambda exchange: hub.member_accounts())
+    if all(account.member_id != member_id for account in accounts):
+        raise ApiError(404, "no such member", "member_id")
+
+
+async def list_credentials(request: web.Request) -> web.Response:
+    hub, member_id = hub_of(request), member_id_param(request)
+    records = hub.credentials.keys_of(member_id)
+    return json_response([CredentialView(r.key_id, r.member_id, r.created_ms, r.revoked, r.fingerprint) for r in records])
+
+
+async def issue_credential(request: web.Request) -> web.Response:
+    hub, member_id = hub_of(request), member_id_param(request)
+    await require_member(hub, member_id)
+    issued = hub.credentials.issue(member_id, hub.now_ms())
+    hub.credentials_changed()
+    log.info("issued key %s to %s", issued.key_id, member_id)  # the key id only, never the secret
+    return json_response(IssuedCredentialBody(issued.key_id, member_id, issued.secret_hex), 201)
+
+
+async def revoke_credential(request: web.Request) -> web.Response:
+    hub, member_id = hub_of(request), member_id_param(request)
+    key_id = request.match_info["key_id"]
+    record = hub.credentials.lookup(key_id)
+    if record is None or record.member_id != member_id:
+        raise ApiError(404, "no such key for this member", "key_id")
+    hub.credentials.revoke(key_id)
+    hub.credentials_changed()
+    hub.close_sessions_of_key(key_id)
+    log.info("revoked key %s of %s", key_id, member_id)
+    return json_response(CredentialView(key_id, member_id, record.created_ms, True, record.fingerprint))
+
+
+# -- instruments and the market ----------------------------------------------------------------
+
+
+async def list_instruments(request: web.Request) -> web.Response:
+    hub = hub_of(request)
+    views = []
+    for item in hub.config.instruments:
+        status = hub.market_data.status(item.symbol)
+        views.append(InstrumentView(item.symbol, item.kind, item.tick, item.lot_t, item.max_order_qty_t, item.band_bps,
+                                    status.halted, status.phase, status.market_closed))
+    return json_response(sorted(views, key=lambda v: v.symbol))
+
+
+def instrument_param(request: web.Request) -> str:
+    instrument = request.match_info["instrument"]
+    if instrument not in hub_of(request).symbols:
+        raise ApiError(404, "the exchange lists no such instrument", "instrument")
+    return instrument
+
+
+async def halt_instrument(request: web.Request) -> web.Response:
+    return await command(request, HaltInstrument(instrument_param(request)))
+
+
+async def resume_instrument(request: web.Request) -> web.Response:
+    return await command(request, ResumeInstrument(instrument_param(request)))
+
+
+async def close_market(request: web.Request) -> web.Response:
+    return await command(request, CloseMarket())
+
+
+async def reopen_market(request: web.Request) -> web.Response:
+    return await command(request, ReopenMarket())
+
+
+async def set_phase(request: web.Request) -> web.Response:
+    body = await decode_body(request, PhaseRequest)
+    return await command(request, SetTradingPhase(TradingPhase[body.phase.upper()]))
+
+
+# -- the clearing house ----------------------------------------------------------------------
+
+
+async def deposit(request: web.Request) -> web.Response:
+    body = await decode_body(request, CashMovement)
+    return await command(request, Deposit(body.member_id, body.amount_fen))
+
+
+async def withdraw(request: web.Request) -> web.Response:
+    body = await decode_body(request, CashMovement)
+    return await command(request, Withdraw(body.member_id, body.amount_fen))
+
+
+async def start_of_day(request: web.Request) -> web.Response:
+    """Open the day and load every member's holdings from the registry (one job, in order)."""
+    body = await decode_body(request, TradingDayRequest)
+    hub = hub_of(request)
+    await hub.read(check_registry_accounts)
+    events = await hub.run(lambda exchange: exchange.start_day(body.trading_day))
+    refusal = rejected(events[:1])
+    if refusal is not None:
+        raise_refusal(refusal.reason)
+    return json_response(events_body(events))
+
+
+def check_registry_accounts(exchange) -> None:
+    """Every member must have a registry account before the day opens: the load of holdings
+    runs after ``StartDay`` is journalled, so a registry refusal there would leave the day
+    half-opened. Asked first, it is a 409 and nothing changes."""
+    registry = exchange.registry
+    if registry is None:
+        return
+    for member_id in sorted(exchange.core.risk.accounts):
+        try:
+            registry.holdings(member_id)
+        except Exception as error:  # noqa: BLE001 - the registry's refusal, reported as it is
+            raise ApiError(409, f"the registry cannot give {member_id}'s holdings: {error}", "member_id") from None
+
+
+async def end_of_day(request: web.Request) -> web.Response:
+    events = await hub_of(request).run(lambda exchange: exchange.end_day())
+    refusal = rejected(events[:1])
+    if refusal is not None:
+        raise_refusal(refusal.reason)
+    return json_response(events_body(events))
+
+
+async def settle(request: web.Request) -> web.Response:
+    """Settle a closed day in a worker thread while the engine waits (see the hub)."""
+    body = await decode_body(request, TradingDayRequest)
+    try:
+        report = await hub_of(request).run_blocking(lambda exchange: exchange.settle(body.trading_day))
+    except (HubStopped, ApiError):
+        raise
+    except Exception as error:  # noqa: BLE001 - settlement stops are reported, never guessed at
+        log.warning("settlement of %s stopped: %s", body.trading_day, error)
+        raise ApiError(409, f"settlement stopped: {error}", "trading_day") from None
+    return json_response(msgspec.to_builtins(report))
+
+
+def statements_dir(hub: Hub, trading_day: str) -> Path:
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
+        raise ApiError(404, "no statements for that day", "trading_day")
+    root = getattr(getattr(hub.exchange.clearing, "settlement", None), "statements_dir", None)
+    directory = Path(root) / trading_day if root is not None else None
+    if directory is None or not directory.is_dir():
+        raise ApiError(404, "no statements for that day (not settled yet?)", "trading_day")
+    return directory
+
+
+async def list_statements(request: web.Request) -> web.Response:
+    directory = statements_dir(hub_of(request), request.match_info["trading_day"])
+    return json_response(sorted(path.name for path in directory.iterdir() if path.is_file()))
+
+
+async def download_statement(request: web.Request) -> web.StreamResponse:
+    directory = statements_dir(hub_of(request), request.match_info["trading_day"])
+    name = request.match_info["name"]
+    path = directory / name
+    if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name) or name.startswith(".") or not path.is_file():
+        raise ApiError(404, "no such statement", "name")
+    return web.FileResponse(path)
+
+
+# -- the regulator ---------------------------------------------------------------------------
+
+
+async def book(request: web.Request) -> web.Response:
+    instrument = instrument_param(request)
+    levels = request.query.get("levels", "50")
+    if not levels.isdigit() or not 1 <= int(levels) <= 10_000:
+        raise ApiError(400, "levels is an integer from 1 to 10000", "levels")
+    bids, asks = hub_of(request).market_data.depth.levels(instrument, int(levels))
+    as_text = lambda side: [(format_price(price), qty, orders) for price, qty, orders in side]  # noqa: E731
+    return json_response(BookView(instrument, as_text(bids), as_text(asks)))
+
+
+async def trades(request: web.Request) -> web.Response:
+    trading_day = request.match_info["trading_day"]
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
+        raise ApiError(400, "a trading day is YYYY-MM-DD", "trading_day")
+
+    def read(exchange) -> list:
+        exchange.clearing.store.flush()
+        return exchange.clearing.store.day_trades(trading_day)
+
+    rows = await hub_of(request).read(read)
+    return json_response([
+        TradeView(r.trade_id, r.trading_day, r.instrument, format_price(r.price_fen), r.qty_t,
+                  "buy" if r.aggressor == 1 else "sell", r.buy_member_id, r.buy_order_id,
+                  r.sell_member_id, r.sell_order_id, r.seq)
+        for r in rows
+    ])
+
+
+async def positions(request: web.Request) -> web.Response:
+    """Live accounts; with ``?trading_day=`` the closing positions stored for that day."""
+    hub = hub_of(request)
+    trading_day = request.query.get("trading_day")
+    if trading_day is None:
+        accounts = await hub.read(lambda exchange: hub.member_accounts())
+        return json_response([member_view(a) for a in sorted(accounts, key=lambda a: a.member_id)])
+    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
+        raise ApiError(400, "a trading day is YYYY-MM-DD", "trading_day")
+    rows = await hub.read(lambda exchange: exchange.clearing.store.day_positions(trading_day))
+    return json_response([dict(row._mapping) for row in rows])
+
+
+async def alerts(request: web.Request) -> web.Response:
+    return json_response([AlertView(a.member_id, a.position_t, a.threshold_t, a.limit_t) for a in hub_of(request).alerts])
+
+
+# -- the route table ---------------------------------------------------------------------------
+
+Route = tuple[str, str, Callable, type | None, Any, str]  # method, path, handler, body, response, summary
+
+ROUTES: list[Route] = [
+    ("GET", "/health", health, None, Health, "Liveness and the engine's position."),
+    ("GET", "/metrics", metrics, None, None, "Prometheus text format."),
+    ("GET", "/openapi.json", openapi, None, None, "This API's OpenAPI document."),
+    ("GET", "/state", state, None, StateBody, "The engine's state hash and journal chain."),
+    ("GET", "/members", list_members, None, list[MemberView], "Every member and its account."),
+    ("POST", "/members", create_member, CreateMember, EventsBody, "Admit a member (RegisterMember)."),
+    ("POST", "/members/{member_id}/status", change_status, ChangeStatus, EventsBody, "Restrict, suspend, freeze or restore a member."),
+    ("POST", "/members/{member_id}/kill", kill_member, None, EventsBody, "The kill switch: cancel all and refuse new orders."),
+    ("GET", "/members/{member_id}/credentials", list_credentials, None, list[CredentialView], "A member's API keys (no secrets)."),
+    ("POST", "/members/{member_id}/credentials", issue_credential, None, IssuedCredentialBody, "Issue an API key; the secret is shown once."),
+    ("DELETE", "/members/{member_id}/credentials/{key_id}", revoke_credential, None, CredentialView, "Revoke an API key."),
+    ("GET", "/instruments", list_instruments, None, list[InstrumentView], "Listed instruments and their status."),
+    ("POST", "/instruments/{instrument}/halt", halt_instrument, None, EventsBody, "Halt an instrument."),
+    ("POST", "/instruments/{instrument}/resume", resume_instrument, None, EventsBody, "Resume an instrument."),
+    ("POST", "/market/close", close_market, None, EventsBody, "Close the whole market temporarily."),
+    ("POST", "/market/reopen", reopen_market, None, EventsBody, "Reopen the market."),
+    ("POST", "/market/phase", set_phase, PhaseRequest, EventsBody, "Move the trading day to its next phase."),
+    ("POST", "/clearing/deposits", deposit, CashMovement, EventsBody, "Cash into a member's available funds."),
+    ("POST", "/clearing/withdrawals", withdraw, CashMovement, EventsBody, "Cash out of a member's available funds."),
+    ("POST", "/clearing/start-of-day", start_of_day, TradingDayRequest, EventsBody, "Open a day; load holdings from the registry."),
+    ("POST", "/clearing/end-of-day", end_of_day, None, EventsBody, "Close the trading day."),
+    ("POST", "/clearing/settlements", settle, TradingDayRequest, dict, "Settle a closed day (delivery versus payment)."),
+    ("GET", "/clearing/statements/{trading_day}", list_statements, None, list[str], "A settled day's statement files."),
+    ("GET", "/clearing/statements/{trading_day}/{name}", download_statement, None, None, "Download one statement file."),
+    ("GET", "/regulator/books/{instrument}", book, None, BookView, "Book depth (?levels=N, default 50)."),
+    ("GET", "/regulator/trades/{trading_day}", trades, None, list[TradeView], "A day's trades."),
+    ("GET", "/regulator/positions", positions, None, list[MemberView], "Members' live positions, or closing ones (?trading_day=)."),
+    ("GET", "/regulator/alerts", alerts, None, list[AlertView], "Large-holder threshold crossings."),
+]
+
+
+def add_routes(app: web.Application) -> None:
+    for method, path, handler, _, _, _ in ROUTES:
+        assert (method, path) in roles.ENDPOINTS, f"{method} {path} is missing from the role table"
+        app.router.add_route(method, path, handler)
+    missing = set(roles.ENDPOINTS) - {(m, p) for m, p, *_ in ROUTES} - {("GET", "/ws")}
+    assert not missing, f"the role table names endpoints without a handler: {sorted(missing)}"
+

@@ -1,0 +1,103 @@
+"""``exchange serve``: the engine and the gateway in one process (a composition root).
+
+It opens the exchange from the data directory (the journal and snapshots, SQLite stores in the
+same directory unless ``--clearing-db`` names a database URL), which recovers the engine from
+snapshot and journal; the hub then rebuilds the gateway's view of orders and books from the
+journal; aiohttp serves members on ``/ws`` and operators on the HTTP API. It prints the URL
+and where the operator tokens are.
+
+SIGINT or SIGTERM stop it gracefully: no new connections, every session told
+(``session_closing``: ``server_shutdown``), the command queue drained, the journal flushed and
+the stores closed. A SIGKILL loses nothing acknowledged: an acknowledgement leaves only after
+its command's journal flush, and the next start replays the journal.
+
+The trading day does not run itself yet: the clearing house opens it
+(``POST /clearing/start-of-day``) and the administrator moves the phases
+(``POST /market/phase``); a scheduler driven by the calendar is still to come.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from exchange.app import Exchange
+from exchange.config import ConfigError, load_config
+from exchange.gateway.hub import Hub
+from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
+
+
+def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser("serve", help="run the exchange: engine, member WebSocket and operator API")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8080, help="0 picks a free port (printed)")
+    parser.add_argument("--data-dir", default="exchange-data", help="journal, snapshots, stores and gateway files")
+    parser.add_argument("--config", help="TOML configuration file (defaults: the market rules)")
+    parser.add_argument("--clearing-db", help="database URL of the trades and cash ledger (default: SQLite in the data directory)")
+    parser.add_argument("--operator-tokens", help="a JSON file of role tokens (default: made in the data directory)")
+    parser.add_argument("--max-connections-per-member", type=int, default=4)
+    parser.add_argument("--max-outbound", type=int, default=10_000, help="messages queued per connection before it is cut")
+    parser.set_defaults(run=serve)
+    return parser
+
+
+def serve(args: argparse.Namespace) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        return asyncio.run(run(args))
+    except ConfigError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+
+
+async def run(args: argparse.Namespace) -> int:
+    config = load_config(args.config)
+    data_dir = Path(args.data_dir)
+    exchange = Exchange.open(config, data_dir, time.time_ns, clearing_url=args.clearing_db)
+    try:
+        credentials, save = credential_store(data_dir)
+        tokens, tokens_path = operator_tokens(data_dir, Path(args.operator_tokens) if args.operator_tokens else None)
+        hub = Hub(exchange, config, credentials, max_connections_per_member=args.max_connections_per_member,
+                  max_outbound=args.max_outbound, on_credentials_changed=save)
+        server = GatewayServer(hub, tokens, args.host, args.port)
+        url = await server.start()
+        print(f"exchange serving on {url} (members: {url.replace('http', 'ws', 1)}/ws); "
+              f"state at seq {exchange.engine.last_seq}; operator tokens in {tokens_path}", flush=True)
+        await wait_for_signal(hub)
+        print("shutting down: telling clients, draining the queue, flushing the journal", flush=True)
+        await server.stop()
+    finally:
+        exchange.close()
+    return 0 if hub.fatal is None else 1
+
+
+async def wait_for_signal(hub: Hub) -> None:
+    """Until SIGINT or SIGTERM, or the hub stopped on a broken invariant."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    waits = [asyncio.create_task(stop.wait()), asyncio.create_task(hub.failed.wait())]
+    await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    for task in waits:
+        task.cancel()
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``exchange serve ...`` on its own (``serve`` as the first argument is optional)."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    if arguments[:1] != ["serve"]:
+        arguments.insert(0, "serve")
+    parser = argparse.ArgumentParser(prog="exchange")
+    add_serve_command(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(arguments)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,185 @@
+"""A real served exchange on loopback for the gateway tests, and a member client.
+
+``served`` starts the hub and aiohttp on 127.0.0.1, port 0, over a fresh data directory
+(journal and SQLite stores as ``exchange serve`` makes them; an in-memory registry that gives
+every member allowances at the start of day). ``Member`` is a real aiohttp WebSocket client
+that signs its logon, keeps every message, and checks ``session_seq`` is gap-free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import secrets
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import aiohttp
+import msgspec
+import pytest
+import pytest_asyncio
+
+from exchange.app import Exchange
+from exchange.config import Config, LimitsConfig, RiskConfig
+from exchange.gateway.auth import sign_logon
+from exchange.gateway.hub import Hub
+from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
+from exchange.model import Deposit, MemberKind, RegisterMember, SetTradingPhase, TradingPhase
+from registry_adapter.memory import InMemoryRegistry
+
+DAY = "2026-01-05"
+SYMBOL = "CEA-2025"
+CASH_FEN = 10**13
+HOLDING_T = 10_000_000
+
+
+def fast_config() -> Config:
+    """The default market, with order rates high enough for the load tests."""
+    limits = LimitsConfig(orders_per_second=10**6, order_burst=10**6, max_open_orders=10**6)
+    return Config(risk=RiskConfig(position_limit_t=10**9, limits=limits))
+
+
+@dataclass
+class Served:
+    server: GatewayServer
+    hub: Hub
+    tokens: dict[str, str]
+    data_dir: Path
+    registry: InMemoryRegistry
+
+    @property
+    def url(self) -> str:
+        return self.server.url
+
+    @property
+    def ws_url(self) -> str:
+        return self.server.url + "/ws"
+
+    async def add_member(self, member_id: str) -> tuple[str, bytes]:
+        """Register, fund and key a member; (key id, secret)."""
+        self.registry.open_account(member_id)
+        for symbol in self.hub.symbols:
+            self.registry.issue(member_id, symbol, HOLDING_T)
+        await self.hub.submit(RegisterMember(member_id, MemberKind.VOLUNTARY))
+        await self.hub.submit(Deposit(member_id, CASH_FEN))
+        issued = self.hub.credentials.issue(member_id, self.hub.now_ms())
+        return issued.key_id, bytes.fromhex(issued.secret_hex)
+
+    async def open_day(self) -> None:
+        await self.hub.run(lambda exchange: exchange.start_day(DAY))
+        await self.hub.submit(SetTradingPhase(TradingPhase.CONTINUOUS))
+
+
+async def start_served(data_dir: Path, **hub_options) -> Served:
+    registry = InMemoryRegistry()
+    exchange = Exchange.open(fast_config(), data_dir, time.time_ns, registry=registry)
+    credentials, save = credential_store(data_dir)
+    tokens, _ = operator_tokens(data_dir)
+    hub = Hub(exchange, fast_config(), credentials, on_credentials_changed=save, **hub_options)
+    server = GatewayServer(hub, tokens)
+    await server.start()
+    return Served(server, hub, tokens, data_dir, registry)
+
+
+async def stop_served(served: Served) -> None:
+    await served.server.stop()
+    served.hub.exchange.close()
+
+
+@pytest_asyncio.fixture
+async def served(tmp_path: Path) -> AsyncIterator[Served]:
+    running = await start_served(tmp_path / "data")
+    yield running
+    await stop_served(running)
+
+
+@pytest_asyncio.fixture
+async def http() -> AsyncIterator[aiohttp.ClientSession]:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+# -- a member client ---------------------------------------------------------------------------
+
+
+def logon_frame(key_id: str, secret: bytes, timestamp_ms: int | None = None, nonce: str | None = None, **options) -> dict:
+    timestamp_ms = timestamp_ms if timestamp_ms is not None else time.time_ns() // 1_000_000
+    nonce = nonce or secrets.token_hex(12)
+    return {"type": "logon", "key_id": key_id, "timestamp_ms": timestamp_ms, "nonce": nonce,
+            "signature": sign_logon(secret, key_id, timestamp_ms, nonce), **options}
+
+
+@dataclass
+class Member:
+    """One WebSocket session of a member, with everything it received."""
+
+    ws: aiohttp.ClientWebSocketResponse
+    received: list[dict] = field(default_factory=list)
+    last_seq: int = 0
+    gaps: list[tuple[int, int]] = field(default_factory=list)
+
+    @classmethod
+    async def connect(cls, http: aiohttp.ClientSession, url: str) -> "Member":
+        return cls(await http.ws_connect(url, autoping=True, max_msg_size=0))
+
+    async def logon(self, key_id: str, secret: bytes, **options) -> dict:
+        await self.send(logon_frame(key_id, secret, **options))
+        return await self.expect("logon_ack", "error")
+
+    async def send(self, message: dict) -> None:
+        await self.ws.send_str(msgspec.json.encode(message).decode())
+
+    async def receive(self, timeout: float = 5.0) -> dict | None:
+        """The next message, or None when the connection closed."""
+        frame = await self.ws.receive(timeout=timeout)
+        if frame.type != aiohttp.WSMsgType.TEXT:
+            return None
+        message = msgspec.json.decode(frame.data)
+        if "session_seq" in message:
+            if message["session_seq"] != self.last_seq + 1:
+                self.gaps.append((self.last_seq, message["session_seq"]))
+            self.last_seq = message["session_seq"]
+        self.received.append(message)
+        return message
+
+    async def expect(self, *types: str, timeout: float = 5.0) -> dict:
+        """The next message of one of these types (others are kept but skipped)."""
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            left = deadline - asyncio.get_running_loop().time()
+            message = await self.receive(max(left, 0.01))
+            if message is None:
+                raise AssertionError(f"connection closed while waiting for {types}; got {self.received[-3:]}")
+            if message["type"] in types:
+                return message
+
+    async def drain(self, quiet_s: float = 0.2) -> list[dict]:
+        """Everything that arrives until nothing has for ``quiet_s``."""
+        got = []
+        while True:
+            try:
+                message = await self.receive(quiet_s)
+            except asyncio.TimeoutError:
+                return got
+            if message is None:
+                return got
+            got.append(message)
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+    def reports(self, exec_type: str | None = None) -> list[dict]:
+        return [m for m in self.received if m["type"] == "execution_report" and (exec_type is None or m["exec_type"] == exec_type)]
+
+
+async def logged_on(http: aiohttp.ClientSession, served: Served, key: tuple[str, bytes], **options) -> Member:
+    member = await Member.connect(http, served.ws_url)
+    ack = await member.logon(*key, **options)
+    assert ack["type"] == "logon_ack", ack
+    return member
+
+
+def order(client_order_id: str, side: str, qty: int, price: str, **extra) -> dict:
+    return {"type": "new_order", "client_order_id": client_order_id, "instrument": SYMBOL,
+            "side": side, "qty": qty, "price": price, **extra}

@@ -1,0 +1,86 @@
+"""The authorization matrix, generated from the one role table: every endpoint x every role,
+no token and a bad token, and every WebSocket message type x member and anonymous. A refused
+call must change nothing; an allowed one must never be refused for its role."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from exchange.gateway import roles, wire
+from exchange.gateway.operator_api import ROUTES
+from tests.gateway.conftest import DAY, SYMBOL, Member, logged_on, logon_frame
+
+pytestmark = pytest.mark.asyncio
+
+SAMPLE_PARAMS = {"member_id": "M1", "key_id": "0000000000000000", "instrument": SYMBOL,
+                 "trading_day": DAY, "name": "settlement-report.json"}
+OPERATOR_ENDPOINTS = sorted(key for key in roles.ENDPOINTS if key != ("GET", "/ws"))
+
+
+def sample_path(template: str) -> str:
+    return re.sub(r"{(\w+)}", lambda m: SAMPLE_PARAMS[m[1]], template)
+
+
+def headers_for(role: str, tokens: dict[str, str]) -> dict[str, str]:
+    if role == roles.ANONYMOUS:
+        return {}
+    if role == "bad-token":
+        return {"Authorization": "Bearer " + "f" * 64}
+    return {"Authorization": f"Bearer {tokens[role]}"}
+
+
+async def test_every_route_is_in_the_role_table_and_back() -> None:
+    assert {(m, p) for m, p, *_ in ROUTES} | {("GET", "/ws")} == set(roles.ENDPOINTS)
+    assert set(roles.WS_MESSAGES) == {cls.__struct_config__.tag for cls in wire.InboundMessage.__args__}
+
+
+async def test_operator_matrix(served, http) -> None:
+    await served.add_member("M1")
+    before = served.hub.exchange.engine.last_seq
+    refused = allowed = 0
+    for method, template in OPERATOR_ENDPOINTS:
+        for role in (*roles.OPERATOR_ROLES, roles.ANONYMOUS, "bad-token"):
+            permitted = role in roles.ENDPOINTS[(method, template)]
+            seq = served.hub.exchange.engine.last_seq
+            async with http.request(method, served.url + sample_path(template), headers=headers_for(role, served.tokens), data=b"{}") as response:
+                body = await response.read()
+            label = f"{method} {template} as {role}: {response.status} {body[:120]!r}"
+            if permitted:
+                allowed += 1
+                assert response.status not in (401, 403), label
+            else:
+                refused += 1
+                assert response.status == (401 if role in (roles.ANONYMOUS, "bad-token") else 403), label
+                assert served.hub.exchange.engine.last_seq == seq, f"refused but changed the state: {label}"
+    assert refused > allowed > 20
+    assert served.hub.exchange.engine.last_seq >= before
+
+
+@pytest.mark.parametrize("message_type", sorted(roles.WS_MESSAGES))
+async def test_websocket_matrix(served, http, message_type: str) -> None:
+    """Before logon only ``logon`` passes; after it, ``logon`` is refused and the rest pass."""
+    key = await served.add_member("M1")
+    samples = {
+        "logon": logon_frame(*key), "heartbeat": {"type": "heartbeat"},
+        "new_order": {"type": "new_order", "client_order_id": "x", "instrument": SYMBOL, "side": "buy", "qty": 1, "price": "58.20"},
+        "cancel": {"type": "cancel", "instrument": SYMBOL, "order_id": 1},
+        "amend": {"type": "amend", "instrument": SYMBOL, "order_id": 1, "qty": 1, "price": "58.20"},
+        "mass_cancel": {"type": "mass_cancel"}, "order_status": {"type": "order_status", "order_id": 1},
+        "subscribe": {"type": "subscribe", "instruments": [SYMBOL]},
+        "unsubscribe": {"type": "unsubscribe", "instruments": [SYMBOL]},
+        "cancel_after": {"type": "cancel_after", "seconds": 0},
+    }
+    anonymous = await Member.connect(http, served.ws_url)
+    await anonymous.send(samples[message_type])
+    first = await anonymous.expect("logon_ack", "error")
+    if roles.ANONYMOUS in roles.WS_MESSAGES[message_type]:
+        assert first["type"] == "logon_ack"
+    else:
+        assert first["code"] == wire.ErrorCode.NOT_LOGGED_ON
+    member = await logged_on(http, served, key)
+    await member.send(samples[message_type])
+    answers = await member.drain(0.3)
+    refusals = [m for m in answers if m["type"] == "error" and m["code"] in (wire.ErrorCode.NOT_ALLOWED, wire.ErrorCode.NOT_LOGGED_ON)]
+    assert bool(refusals) == (roles.MEMBER not in roles.WS_MESSAGES[message_type]), answers

@@ -1,0 +1,112 @@
+"""``exchange serve`` as a real process: trade, SIGKILL it mid-session, start it again, and
+the recovered state equals a replay of the journal; every acknowledged order is back; a
+SIGTERM then shuts down gracefully (session_closing: server_shutdown)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from exchange.app import build_core
+from exchange.config import Config
+from exchange.engine import FileJournal, decode_command
+from tests.gateway.conftest import DAY, Member, logon_frame, order
+
+pytestmark = pytest.mark.asyncio
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def start_serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
+         "--port", "0", "--data-dir", str(data_dir)],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    line = await asyncio.to_thread(process.stdout.readline)
+    match = re.search(r"serving on (http://\S+) ", line)
+    assert match, f"no URL in {line!r}"
+    return process, match[1]
+
+
+async def call(http: aiohttp.ClientSession, url: str, token: str, method: str, path: str, body: dict | None = None):
+    async with http.request(method, url + path, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+        payload = await response.json()
+        assert response.status in (200, 201), (path, response.status, payload)
+        return payload
+
+
+def open_registry_account(data_dir: Path, member_id: str) -> None:
+    from registry_adapter.sql import SqlRegistry
+
+    registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
+    registry.open_account(member_id, "member_holding", actor="test", reason="a new member")
+    registry.close()
+
+
+def replayed_hash(data_dir: Path) -> tuple[int, str]:
+    journal = FileJournal(data_dir / "commands.journal")
+    core = build_core(Config())
+    for record in journal.records():
+        core.apply(record.seq, record.ts_ns, decode_command(record.payload))
+    journal.close()
+    return core.last_seq, core.state_hash()
+
+
+async def test_sigkill_then_restart_recovers_the_journals_state(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    process, url = await start_serve(data_dir)
+    try:
+        tokens = json.loads((data_dir / "operator-tokens.json").read_text())
+        assert oct((data_dir / "operator-tokens.json").stat().st_mode & 0o777) == "0o600"
+        admin, clearing = tokens["admin"], tokens["clearing"]
+        async with aiohttp.ClientSession() as http:
+            await call(http, url, admin, "POST", "/members", {"member_id": "R1", "kind": "voluntary"})
+            issued = await call(http, url, admin, "POST", "/members/R1/credentials")
+            await call(http, url, clearing, "POST", "/clearing/deposits", {"member_id": "R1", "amount_fen": 10**10})
+            async with http.post(url + "/clearing/start-of-day", json={"trading_day": DAY},
+                                 headers={"Authorization": f"Bearer {clearing}"}) as response:
+                assert response.status == 409  # no registry account yet: refused, nothing changed
+            open_registry_account(data_dir, "R1")
+            await call(http, url, clearing, "POST", "/clearing/start-of-day", {"trading_day": DAY})
+            await call(http, url, admin, "POST", "/market/phase", {"phase": "continuous"})
+            key = (issued["key_id"], bytes.fromhex(issued["secret"]))
+            member = await Member.connect(http, url + "/ws")
+            assert (await member.logon(*key, cancel_on_disconnect=False))["type"] == "logon_ack"
+            acked = []
+            for i in range(30):
+                await member.send(order(f"r-{i}", "buy", 10 + i, f"58.{i % 20:02d}"))
+                acked.append((await member.expect("execution_report"))["client_order_id"])
+            await member.send({"type": "cancel", "instrument": "CEA-2025", "client_order_id": "r-0"})
+            await member.expect("execution_report")
+            for i in range(30, 60):  # in flight when the process dies
+                await member.send(order(f"r-{i}", "buy", 5, "58.00"))
+            process.send_signal(signal.SIGKILL)
+            process.wait(10)
+
+        process, url = await start_serve(data_dir)
+        async with aiohttp.ClientSession() as http:
+            state = await call(http, url, tokens["regulator"], "GET", "/state")
+            member = await Member.connect(http, url + "/ws")
+            ack = await member.logon(*key)
+            assert ack["type"] == "logon_ack" and ack["trading_day"] == DAY
+            resent = {m["client_order_id"] for m in await member.drain(0.3) if m["type"] == "execution_report"}
+            assert set(acked[1:]) <= resent and "r-0" not in resent
+            process.send_signal(signal.SIGTERM)
+            closing = await member.expect("session_closing")
+            assert closing["reason"] == "server_shutdown"
+        assert await asyncio.to_thread(process.wait, 20) == 0
+        last_seq, state_hash = replayed_hash(data_dir)
+        assert (state["last_seq"], state["state_hash"]) == (last_seq, state_hash)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
