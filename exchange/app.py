@@ -40,6 +40,7 @@ class Clearing:
 
     def __init__(self, store: TradeStore, ledger: CashLedger, registry: Registry, statements_dir: Path | None) -> None:
         self.store, self.ledger, self.registry = store, ledger, registry
+        self.owned: list = []  # what close() must close besides the store (a registry it opened)
         self.settlement = Settlement(store, ledger, registry, statements_dir)
         self.funds = FundsMirror(ledger)
 
@@ -68,6 +69,8 @@ class Clearing:
     def close(self) -> None:
         self.store.flush()
         self.store.engine.dispose()
+        for resource in self.owned:
+            resource.close()
 
 
 class Exchange:
@@ -81,10 +84,13 @@ class Exchange:
     ) -> "Exchange":
         """Recover the exchange from ``data_dir`` (start-up and crash recovery are one path)."""
         data_dir.mkdir(parents=True, exist_ok=True)
+        owned = []
         if registry is None:
             registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
             registry.create_schema()
+            owned.append(registry)
         clearing = Clearing.open(clearing_url or f"sqlite:///{data_dir / 'clearing.db'}", registry, data_dir / "statements")
+        clearing.owned = owned
         return cls(open_engine(config, data_dir, clock, sink=clearing), clearing)
 
     @property
