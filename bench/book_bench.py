@@ -72,6 +72,10 @@ TARGETS: dict[tuple[str, str], tuple[str, float]] = {
     ("engine.risk", "ops_per_s"): (">=", 300_000),
     ("settle.sqlite", "seconds"): ("<=", 30),
     ("settle.postgres", "seconds"): ("<=", 60),
+    ("gateway.8clients", "ops_per_s"): (">=", 50_000),
+    ("gateway.8clients", "latency_p99_us"): ("<=", 5_000),
+    ("gateway.64clients", "ops_per_s"): (">=", 50_000),
+    ("gateway.64clients", "latency_p99_us"): ("<=", 5_000),
 }
 
 

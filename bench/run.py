@@ -31,7 +31,9 @@ if __package__ in (None, ""):  # run as a script: make the repository root impor
 from bench.registry import REGISTRY, SIZES, Context, Measurement  # noqa: E402
 
 # Modules whose import registers benchmarks.
-BENCH_MODULES = ("bench.book_bench", "bench.peers_bench", "bench.engine_bench", "bench.settle_bench")
+BENCH_MODULES = (
+    "bench.book_bench", "bench.peers_bench", "bench.engine_bench", "bench.settle_bench", "bench.gateway_bench",
+)
 
 
 def load_benchmarks() -> None:
