@@ -1,8 +1,11 @@
 """The ``exchange`` command, on the composition root (:mod:`exchange.app`).
 
-``exchange simulate`` runs a seeded in-process trading session: each day to the close, then
-its settlement against the reference registry and the cash ledger with a reconciliation; it
-prints a summary, then rebuilds the state from the journal alone and checks the state hash.
+``exchange simulate`` starts the served exchange and drives it the way members would: seeded
+members over real WebSockets, each trading day to the close, then its settlement, with a
+progress bar and a checked summary (:mod:`exchange.served_simulation`). ``--in-process`` runs
+the seeded in-process session instead: each day to the close, then its settlement against the
+reference registry and the cash ledger with a reconciliation; it prints a summary, then
+rebuilds the state from the journal alone and checks the state hash.
 ``exchange settle --date D`` settles (or finishes settling) a closed trading day for the
 clearing house. ``exchange registry ...`` creates and inspects the reference registry
 (accounts, caps, allocations, holdings, history, verification) for operators and demos.
@@ -22,11 +25,16 @@ from exchange.clearing.settlement import SettlementReport, SettlementStopped
 from exchange.config import ConfigError, load_config
 from exchange.model.units import format_fen
 from exchange.serve import add_serve_command
+from exchange.served_simulation import add_served_arguments, run_served
 from exchange.simulation import SimulatedClock, Simulation, SimulationSummary, describe_rejects
 from registry_adapter.admin import add_registry_commands
 
 
 def simulate(args: argparse.Namespace) -> int:
+    if not args.in_process:
+        return run_served(args)
+    args.members = 200 if args.members is None else args.members
+    args.commands = 200_000 if args.commands is None else args.commands
     config = load_config(args.config)
     with tempfile.TemporaryDirectory(prefix="exchange-sim-") as scratch:
         data_dir = Path(args.data_dir) if args.data_dir else Path(scratch)
@@ -106,15 +114,17 @@ def print_summary(summary: SimulationSummary, args: argparse.Namespace, elapsed_
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="exchange", description="The city carbon market's exchange.")
     commands = parser.add_subparsers(dest="command", required=True)
-    sim = commands.add_parser("simulate", help="run a seeded in-process trading session to the close")
+    sim = commands.add_parser("simulate", help="run a served trading day: members over WebSockets, to the close and settlement")
     sim.add_argument("--seed", type=int, default=2026)
-    sim.add_argument("--members", type=int, default=200)
-    sim.add_argument("--commands", type=int, default=200_000, help="commands per trading day")
+    sim.add_argument("--members", type=int, help="members (default: 20 served, 200 in-process)")
+    sim.add_argument("--commands", type=int, help="per trading day: new orders when served (default 10,000), commands in-process (default 200,000)")
+    sim.add_argument("--in-process", action="store_true", help="the seeded in-process session instead (same seed, same journal)")
     sim.add_argument("--days", type=int, default=1)
     sim.add_argument("--start", default="2026-11-23", help="first trading day (YYYY-MM-DD)")
     sim.add_argument("--config", help="TOML configuration file (defaults: the market rules)")
     sim.add_argument("--data-dir", help="keep the journal and stores here (default: a temporary directory)")
     sim.add_argument("--clearing-db", help="database URL of the trades and cash ledger (default: SQLite in the data directory)")
+    add_served_arguments(sim)
     sim.set_defaults(run=simulate)
     settling = commands.add_parser("settle", help="settle a closed trading day (the clearing house)")
     settling.add_argument("--date", required=True, help="the trading day (YYYY-MM-DD)")
