@@ -248,11 +248,11 @@ class Settlement:
         problems = []
         for member in day.members():
             try:
-                holdings[member] = dict(self.registry.holdings(member))
+                holdings[member] = self._registry_call(
+                    day.trading_day, "verify", lambda: dict(self.registry.holdings(member))
+                )
             except UnknownAccount:
                 problems.append(f"{member}: no registry account")
-            except TRANSIENT as error:
-                raise SettlementStopped(day.trading_day, "verify", f"the registry did not answer: {error}") from error
         short: set[tuple[str, str]] = set()
         for trade in day.trades:
             seller, buyer = holdings.get(trade.seller), holdings.get(trade.buyer)
@@ -298,23 +298,29 @@ class Settlement:
         if not legs:
             return
         reason = f"settlement of trading day {trading_day}"
+        try:
+            self._registry_call(trading_day, "deliver", lambda: self.registry.apply_transfers(legs, ACTOR, reason))
+        except RegistryError as error:
+            raise SettlementStopped(
+                trading_day, "deliver", f"the registry refused the delivery batch: {error}; "
+                "the buyers' cash stays held until a later run delivers",
+            ) from error
+
+    def _registry_call(self, trading_day: str, stage: str, call):
+        """``call()``, retried while the registry times out or cannot be reached: every call
+        is idempotent (the same ids), so a retry is safe whether or not the last one landed."""
         for attempt in range(1, self.registry_attempts + 1):
             try:
-                self.registry.apply_transfers(legs, ACTOR, reason)
-                return
+                return call()
             except TRANSIENT as error:
                 if attempt == self.registry_attempts:
                     raise SettlementStopped(
-                        trading_day, "deliver",
+                        trading_day, stage,
                         f"the registry did not answer after {attempt} attempts ({error}); run settlement again: "
-                        "every leg keeps its id, so nothing is delivered twice",
+                        "every leg keeps its id, so nothing is posted twice",
                     ) from error
                 self.sleep(self.retry_wait_s * attempt)
-            except RegistryError as error:
-                raise SettlementStopped(
-                    trading_day, "deliver", f"the registry refused the delivery batch: {error}; "
-                    "the buyers' cash stays held until a later run delivers",
-                ) from error
+        raise AssertionError("unreachable")
 
     def _pay(self, day: DayObligations) -> None:
         trading_day, operations = day.trading_day, []
@@ -363,16 +369,10 @@ class Settlement:
         return differences
 
     def _holdings_or_none(self, trading_day: str, member: str) -> dict[str, int] | None:
-        for attempt in range(1, self.registry_attempts + 1):
-            try:
-                return dict(self.registry.holdings(member))
-            except UnknownAccount:
-                return None
-            except TRANSIENT as error:
-                if attempt == self.registry_attempts:
-                    raise SettlementStopped(trading_day, "reconcile", f"the registry did not answer: {error}") from error
-                self.sleep(self.retry_wait_s * attempt)
-        raise AssertionError("unreachable")
+        try:
+            return self._registry_call(trading_day, "reconcile", lambda: dict(self.registry.holdings(member)))
+        except UnknownAccount:
+            return None
 
     def _report(self, day: DayObligations, positions: list) -> SettlementReport:
         members = len({row.member_id for row in positions})
@@ -419,7 +419,7 @@ def write_statements(directory: Path, day: DayObligations, positions: list) -> N
     on two statements each, so each trade's figures are formatted once."""
     lines: dict[str, list[str]] = {row.member_id: [STATEMENT_HEADER] for row in positions}
     for trade in day.trades:
-        price, value = cny(trade.price_fen), cny(trade.price_fen * trade.qty_t)
+        price, value = format_fen(trade.price_fen), format_fen(trade.price_fen * trade.qty_t)
         common = f"trade,{trade.instrument},{trade.trade_id},"
         lines.setdefault(trade.buyer, [STATEMENT_HEADER]).append(f"{common}buy,{trade.qty_t},{price},-{value}\n")
         lines.setdefault(trade.seller, [STATEMENT_HEADER]).append(f"{common}sell,{trade.qty_t},{price},{value}\n")
@@ -438,8 +438,3 @@ def statement_totals(row, day: DayObligations) -> list[str]:
     net_line = f"net,{row.asset},,{'deliver' if net > 0 else 'receive'},{-net},,\n"
     return [net_line, f"settled_holding,{row.asset},,,{row.settled},,\n"]
 
-
-def cny(fen: int) -> str:
-    """A non-negative fen amount as yuan with two places (the hot path of the statements)."""
-    yuan, cents = divmod(fen, 100)
-    return f"{yuan}.{cents:02d}"
