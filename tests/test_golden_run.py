@@ -1,0 +1,47 @@
+"""A seeded run's journal, state and event stream, pinned before the house redesign.
+
+The journal is the exchange's record of what it was told: a redesign of the rooms behind the
+engine must not change a byte of it for the same seeded input. The state hash and the event
+stream may change only on purpose; each intended change is written here beside its new value.
+
+Recorded at commit 99641c3 (before issue 9), ``exchange simulate --in-process --seed 7
+--members 20 --commands 5000 --days 2``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+from exchange.cli import main
+
+JOURNAL_SHA256 = "936b4eaab74f601701d05c4ad07234953e031c2599af018a3e9423d058560281"
+EVENTS_SHA256 = "f5f5cf31153182f9792ec643728d9c49993dfcea5a472aeb434f0af44c400616"
+STATE_HASH = "3da58404fccd8e846fdab78f930d0e7bfce4defa99dc666f2d82bda1275244d3"
+
+
+def test_seeded_in_process_run_journals_the_same_bytes(tmp_path: Path, capsys) -> None:
+    code = main(["simulate", "--in-process", "--seed", "7", "--members", "20", "--commands", "5000",
+                 "--days", "2", "--data-dir", str(tmp_path)])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert hashlib.sha256((tmp_path / "commands.journal").read_bytes()).hexdigest() == JOURNAL_SHA256
+    assert f"state hash {STATE_HASH}" in out
+    assert event_stream_sha256(tmp_path / "commands.journal") == EVENTS_SHA256
+
+
+def event_stream_sha256(journal_path: Path) -> str:
+    """SHA-256 over every command's canonical event bytes, replayed from the journal alone."""
+    from exchange.app import build_core
+    from exchange.config import load_config
+    from exchange.engine import FileJournal, encode_events
+    from exchange.engine.engine import replay
+
+    digest = hashlib.sha256()
+    journal = FileJournal(journal_path)
+    try:
+        for seq, ts_ns, events in replay(build_core(load_config(None)), journal.records()):
+            digest.update(encode_events(seq, ts_ns, events))
+    finally:
+        journal.close()
+    return digest.hexdigest()
