@@ -2,10 +2,13 @@
 
 :class:`Exchange` holds the engine (core, journal, snapshots) and the clearing side: the
 trade store, the cash ledger, the registry port and settlement. Every command goes through
-:meth:`Exchange.execute`, which journals and applies it and hands its events to the event
-sinks (the trade store, and the cash ledger's mirror of members' money). Recovery replays
-the journal into the same sinks, so a restart after a crash finishes what the dead process
-had journalled but not yet written; both sinks are idempotent.
+:meth:`Exchange.execute`, which journals and applies it and returns its stream record. The
+clearing side's SQL projections (the trade store and the cash ledger's mirror of members'
+money) follow the stream in one worker thread, off the caller's path; they see a record only
+once the journal has made it durable (:meth:`Exchange.flush`). Other projections, such as the
+gateway's views, are handed in by whoever composes the exchange (``views``). Recovery replays
+the journal from the lowest position any projection needs, so a restart after a crash
+finishes what the dead process had journalled but not yet stored.
 
 The clearing house's day: :meth:`start_day` opens the trading day and loads each member's
 settled holdings from the registry; :meth:`end_day` closes it (the core reports each
@@ -21,6 +24,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
+from typing import Iterable, Sequence
 
 from exchange.clearing.funds import FundsMirror
 from exchange.clearing.ledger import CashLedger
@@ -28,9 +32,12 @@ from exchange.clearing.settlement import Settlement, SettlementReport
 from exchange.clearing.start_of_day import load_holdings_commands
 from exchange.clearing.trades import TradeStore
 from exchange.config import Config
-from exchange.engine import Engine, EventSink, ExchangeCore, FileJournal, FsyncPolicy
+from exchange.engine import (
+    Applied, Engine, ExchangeCore, FileJournal, FsyncPolicy, Projection, ProjectionGroup, ProjectionWorker,
+)
 from exchange.model import EndDay, StartDay
 from exchange.model.commands import Command
+from exchange.model.events import Event
 from registry_adapter.port import Registry
 from registry_adapter.sql import SqlRegistry
 
@@ -51,36 +58,30 @@ class Clearing:
         clearing = cls(store, ledger, registry, statements_dir)
         store.create_schema()
         ledger.create_schema()
+        clearing.funds.create_schema()
         clearing.settlement.create_schema()
         return clearing
 
-    # The engine's event sink (see exchange.engine.engine.EventSink).
-
-    def __call__(self, seq: int, ts_ns: int, events: list) -> None:
-        self.store(seq, ts_ns, events)
-        self.funds(seq, ts_ns, events)
-
-    def flush(self) -> None:
-        self.store.flush()
-
-    def resume(self, core: ExchangeCore) -> None:
-        self.store.resume(core)
+    def projection(self) -> ProjectionGroup:
+        """The clearing stores as one projection of the stream (they share one database)."""
+        return ProjectionGroup("clearing", [self.store, self.funds])
 
     def close(self) -> None:
-        self.store.flush()
         self.store.engine.dispose()
         for resource in self.owned:
             resource.close()
 
 
 class Exchange:
-    def __init__(self, engine: Engine, clearing: Clearing | None = None) -> None:
+    def __init__(self, engine: Engine, clearing: Clearing | None = None, workers: list[ProjectionWorker] | None = None) -> None:
         self.engine = engine
         self.clearing = clearing
+        self.workers = workers or []
 
     @classmethod
     def open(
         cls, config: Config, data_dir: Path, clock, *, clearing_url: str | None = None, registry: Registry | None = None,
+        views: Sequence[Projection] = (),
     ) -> "Exchange":
         """Recover the exchange from ``data_dir`` (start-up and crash recovery are one path)."""
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -91,7 +92,14 @@ class Exchange:
             owned.append(registry)
         clearing = Clearing.open(clearing_url or f"sqlite:///{data_dir / 'clearing.db'}", registry, data_dir / "statements")
         clearing.owned = owned
-        return cls(open_engine(config, data_dir, clock, sink=clearing), clearing)
+        worker = ProjectionWorker(clearing.projection())
+        try:
+            engine = open_engine(config, data_dir, clock, projections=[worker, *views])
+        except BaseException:
+            worker.close()
+            clearing.close()
+            raise
+        return cls(engine, clearing, [worker])
 
     @property
     def core(self) -> ExchangeCore:
@@ -101,47 +109,56 @@ class Exchange:
     def registry(self) -> Registry | None:
         return self.clearing.registry if self.clearing else None
 
-    def execute(self, command: Command) -> list:
-        return self.engine.execute(command)  # the clearing side is the engine's event sink
+    def execute(self, command: Command) -> Applied:
+        return self.engine.execute(command)
 
-    def start_day(self, trading_day: str, registry: Registry | None = None) -> list:
+    def start_day(self, trading_day: str, registry: Registry | None = None) -> list[Applied]:
         """Open ``trading_day`` and load every member's settled holdings from the registry,
         so the day trades on what the registry holds after the last settlement."""
-        events = self.execute(StartDay(trading_day))
+        records = [self.execute(StartDay(trading_day))]
         source = registry or self.registry
         if source is not None and self.core.trading_day == trading_day:
             members = list(self.core.risk.accounts)
             for command in load_holdings_commands(source, members, self.core.books):
-                events.extend(self.execute(command))
-        return events
+                records.append(self.execute(command))
+        return records
 
-    def end_day(self) -> list:
-        events = self.execute(EndDay())
+    def end_day(self) -> Applied:
+        applied = self.execute(EndDay())
         self.flush()
-        return events
+        return applied
 
     def settle(self, trading_day: str) -> SettlementReport:
         assert self.clearing is not None, "settlement needs the clearing side"
-        self.flush()
+        self.sync_stores()
         return self.clearing.settlement.settle(trading_day)
 
-    def flush(self) -> None:
-        self.engine.flush()
-        if self.clearing is not None:
-            self.clearing.store.flush()
+    def flush(self) -> list[Applied]:
+        """Make the journal durable and hand what it now covers to the projections."""
+        return self.engine.flush()
+
+    def sync_stores(self) -> None:
+        """Flush, and wait until every store has written everything (before reading them)."""
+        self.engine.flush_projections()
 
     def close(self) -> None:
-        self.flush()
         self.engine.close()
+        for worker in self.workers:
+            worker.close()
         if self.clearing is not None:
             self.clearing.close()
+
+
+def events_of(records: Iterable[Applied]) -> list[Event]:
+    """The events of several records, in order."""
+    return [event for applied in records for event in applied.events]
 
 
 def build_core(config: Config) -> ExchangeCore:
     return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy())
 
 
-def open_engine(config: Config, data_dir: Path, clock, sink: EventSink | None = None) -> Engine:
+def open_engine(config: Config, data_dir: Path, clock, projections: Sequence[Projection] = ()) -> Engine:
     """Recover the engine from the data directory's snapshots and journal (start-up path)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     journal = FileJournal(
@@ -152,7 +169,7 @@ def open_engine(config: Config, data_dir: Path, clock, sink: EventSink | None = 
     if journal.torn_tail_bytes:
         print(f"journal: cut a torn last record of {journal.torn_tail_bytes} bytes", file=sys.stderr)
     return Engine.recover(
-        build_core(config), journal, clock, data_dir / "snapshots", sink=sink,
+        build_core(config), journal, clock, data_dir / "snapshots", projections=projections,
         snapshot_every=config.engine.snapshot_every_commands,
         snapshots_kept=config.engine.snapshots_kept,
         gc_freeze_every=config.engine.gc_freeze_every_commands or None,

@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from datetime import date
 
-from exchange.app import Exchange
+from exchange.app import Exchange, events_of
 from exchange.clearing.settlement import SettlementReport
 from exchange.engine import Engine
 from exchange.model import (
@@ -133,13 +133,13 @@ class Simulation:
         self._set_time(phases[0][0] - 3_600 * NS)  # an hour before the open
         if first:
             self._admit_members()
-        self._tally(self.exchange.start_day(self.day.isoformat(), self.registry))
+        self._tally(events_of(self.exchange.start_day(self.day.isoformat(), self.registry)))
         trading_ns = self.schedule.trading_seconds() * NS
         for n in range(commands):
             self._advance(sessions, phases, n * trading_ns // max(commands, 1))
             self._execute(self._next_command())
         self._advance(sessions, phases, trading_ns)
-        self._tally(self.exchange.end_day())
+        self._tally(self.exchange.end_day().events)
 
     def _advance(self, sessions: list[tuple[int, int]], pending: list, elapsed_ns: int) -> None:
         """Move the clock ``elapsed_ns`` into the day's trading time, sending each phase change
@@ -184,7 +184,7 @@ class Simulation:
     def _execute(self, command) -> None:
         if isinstance(command, SubmitOrder):
             self.summary.orders += 1
-        self._tally(self.exchange.execute(command))
+        self._tally(self.exchange.execute(command).events)
 
     def _tally(self, events: list) -> None:
         summary = self.summary

@@ -64,9 +64,27 @@ class RecordingEngine(Engine):
         self.recorder = recorder
 
     def execute(self, command):
-        events = super().execute(command)
-        self.recorder(self.last_seq, self.last_ts_ns, events)
-        return events
+        applied = super().execute(command)
+        self.recorder(applied.seq, applied.ts_ns, applied.events)
+        return applied
+
+
+class RecordingProjection:
+    """A durable-looking projection that keeps what it was handed, from ``last_seq`` on."""
+
+    name = "recorder"
+
+    def __init__(self, last_seq: int = 0) -> None:
+        self.last_seq = last_seq
+        self.recorder = Recorder()
+
+    def apply(self, applied) -> None:
+        assert applied.seq == self.last_seq + 1
+        self.last_seq = applied.seq
+        self.recorder(applied.seq, applied.ts_ns, applied.events)
+
+    def flush(self) -> None:
+        pass
 
 
 def simulate(journal, commands: int = 3_000, seed: int = 7, days: int = 2) -> tuple[Engine, Recorder]:
@@ -164,10 +182,17 @@ def test_recover_from_snapshot_and_journal_equals_the_uninterrupted_run(tmp_path
     Simulation(engine, 3, members=10, start_day=date(2026, 11, 23)).run(1, 2_500)
     engine.close()
     assert list((tmp_path / "snap").iterdir()), "snapshots were written"
-    recorder = Recorder()
-    again = Engine.recover(new_core(), FileJournal(tmp_path / "j"), SimulatedClock(), tmp_path / "snap", on_events=recorder)
+    snapshots = sorted((tmp_path / "snap").iterdir())
+    newest_seq = int(snapshots[-1].name.split("-")[1].split(".")[0])
+    caught_up = RecordingProjection(last_seq=engine.last_seq - 10)
+    again = Engine.recover(new_core(), FileJournal(tmp_path / "j"), SimulatedClock(), tmp_path / "snap", projections=[caught_up])
     assert again.core.state_hash() == engine.core.state_hash()
-    assert 0 < len(recorder.batches) < engine.last_seq, "only the tail after the snapshot was replayed"
+    assert len(caught_up.recorder.batches) == 10, "a projection gets only the records it lacks"
+    again.close()
+    behind = RecordingProjection(last_seq=newest_seq - 5)
+    again = Engine.recover(new_core(), FileJournal(tmp_path / "j"), SimulatedClock(), tmp_path / "snap", projections=[behind])
+    assert again.core.state_hash() == engine.core.state_hash()
+    assert len(behind.recorder.batches) == engine.last_seq - newest_seq + 5, "replayed from an older snapshot"
 
 
 def test_a_damaged_journal_is_refused(tmp_path: Path) -> None:

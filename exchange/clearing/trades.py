@@ -1,9 +1,11 @@
 """The trade store: every trade and the closing positions, in SQL, for settlement and reports.
 
-It is an event sink (``store(seq, ts_ns, events)``), fed by live trading and by replay alike.
-Trades are buffered and written in batches (``executemany``), and a trade id already stored
-is skipped, so replaying a journal after a crash, which hands the same events out again,
-never writes a trade twice. Call ``flush()`` at least before settlement and at shutdown.
+It is a durable projection of the event stream (:mod:`exchange.engine.stream`), named
+``trades``: it applies each durable record once, buffers the trades and writes them in batches
+(``executemany``) together with its position (``last_seq``) in one transaction, so after a
+crash the engine replays exactly the records it lacks. Each row keeps the journal sequence
+number it came from. The composition root runs it in a worker thread; call ``flush()`` before
+settlement and at shutdown.
 
 At ``EndDay`` the core reports every member's closing position (``MemberPosition``): the
 exchange's view that settlement posts and reconciles against. The store writes those rows
@@ -11,8 +13,7 @@ in the same transaction as the day's last trades, so a day with positions stored
 its trades stored: that is how settlement knows a day is complete. A position already
 stored is skipped, as a trade is.
 
-The trading day of a trade comes from the ``DayStarted`` events that open each day; after a
-recovery from a snapshot taken mid-day, ``resume`` tells the store where it is.
+The trading day of a trade is the stream record's own (``Applied.trading_day``).
 """
 
 from __future__ import annotations
@@ -21,7 +22,9 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
 from exchange.clearing.obligations import CASH
-from exchange.model.events import DayStarted, MemberPosition, OrderFilled
+from exchange.clearing.stream_positions import create_positions_table, read_position, write_position
+from exchange.model.stream import Applied
+from exchange.model.events import MemberPosition, OrderFilled
 
 metadata = sa.MetaData()
 
@@ -57,63 +60,63 @@ closing_positions = sa.Table(
 
 
 class TradeStore:
+    name = "trades"
+
     def __init__(self, url_or_engine: str | sa.Engine, batch_size: int = 10_000) -> None:
         self.engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.batch_size = batch_size
-        self.trading_day = ""
         self._pending: list[dict] = []
         self._positions: list[dict] = []
-        self._last_stored_id = 0
+        self._applied_seq = 0  # the last record applied (stored, or buffered for the next flush)
+        self._stored_seq = 0
 
     def create_schema(self) -> None:
         metadata.create_all(self.engine)
+        create_positions_table(self.engine)
         with self.engine.connect() as connection:
-            self._last_stored_id = connection.execute(sa.select(sa.func.max(trades.c.trade_id))).scalar() or 0
+            self._stored_seq = self._applied_seq = read_position(connection, self.name)
 
-    def set_trading_day(self, trading_day: str) -> None:
-        self.trading_day = trading_day
+    @property
+    def last_seq(self) -> int:
+        return self._applied_seq
 
-    def resume(self, core) -> None:
-        """Recovery loaded a snapshot (the engine's sink protocol): trades that follow belong
-        to the core's trading day, whose ``DayStarted`` came before the snapshot."""
-        self.trading_day = core.trading_day
-
-    def __call__(self, seq: int, ts_ns: int, events: list) -> None:
-        """The event sink: keep the trades of one command's events."""
-        for event in events:
+    def apply(self, applied: Applied) -> None:
+        """Keep the trades and closing positions of one durable record."""
+        assert applied.seq > self._applied_seq, f"record {applied.seq} applied twice"
+        self._applied_seq = applied.seq
+        for event in applied.events:
             kind = type(event)
             if kind is OrderFilled:
-                if event.trade_id > self._last_stored_id:  # replayed trades are already stored
-                    self._pending.append(self._row(seq, ts_ns, event))
-            elif kind is DayStarted:
-                self.trading_day = event.trading_day
+                self._pending.append(self._row(applied, event))
             elif kind is MemberPosition:
-                self._positions.extend(position_rows(event))
-        if self._positions or len(self._pending) >= self.batch_size:
+                self._positions.append(event)
+        if len(self._pending) >= self.batch_size:
             self.flush()
 
-    def _row(self, seq: int, ts_ns: int, event: OrderFilled) -> dict:
-        assert self.trading_day, "a trade before any trading day started"
+    @staticmethod
+    def _row(applied: Applied, event: OrderFilled) -> dict:
+        assert applied.trading_day, "a trade before any trading day started"
         return {
-            "trade_id": event.trade_id, "trading_day": self.trading_day, "instrument": event.instrument,
+            "trade_id": event.trade_id, "trading_day": applied.trading_day, "instrument": event.instrument,
             "price_fen": event.price_fen, "qty_t": event.qty_t, "aggressor": int(event.aggressor),
             "buy_order_id": event.buy_order_id, "buy_member_id": event.buy_member_id,
             "sell_order_id": event.sell_order_id, "sell_member_id": event.sell_member_id,
-            "seq": seq, "ts_ns": ts_ns,
+            "seq": applied.seq, "ts_ns": applied.ts_ns,
         }
 
     def flush(self) -> None:
-        """Write the buffered trades and positions in one transaction."""
-        if not self._pending and not self._positions:
+        """Write the buffered trades and positions, and the position in the stream, in one
+        transaction."""
+        if self._applied_seq == self._stored_seq:
             return
+        rows = [row for position in self._positions for row in position_rows(position)]
         with self.engine.begin() as connection:
             if self._pending:
                 connection.execute(trades.insert(), self._pending)
-            if self._positions:
-                dialect = sqlite if self.engine.dialect.name == "sqlite" else postgresql
-                connection.execute(dialect.insert(closing_positions).on_conflict_do_nothing(), self._positions)
-        if self._pending:
-            self._last_stored_id = self._pending[-1]["trade_id"]
+            if rows:
+                connection.execute(closing_positions.insert(), rows)
+            write_position(connection, self.name, self._applied_seq)
+        self._stored_seq = self._applied_seq
         self._pending.clear()
         self._positions.clear()
 

@@ -24,41 +24,63 @@ O(1); young-generation collections stay small. At the end of the trading day, ou
 trading hours, it unfreezes and collects once, so cycles made by the shell (asyncio, say) are
 reclaimed daily. ``gc_freeze_every=None`` leaves the collector alone.
 
-Event sinks. The shell's stores (trades, the cash ledger's mirror) follow the journal as an
-:class:`EventSink` handed to the engine: it receives every command's events as they are
-applied, and again on recovery for the commands replayed after the snapshot. The engine
-flushes the sink before it writes a snapshot, so whatever a snapshot covers is already in
-the stores and a recovery that starts from it loses nothing; a sink must skip what it has
-already stored, because recovery may hand it the same events twice.
+The event stream. ``execute`` returns one :class:`~exchange.engine.stream.Applied` record
+per command. The engine keeps the records it has applied but not yet flushed, and hands them
+to its projections (:mod:`exchange.engine.stream`) only once ``flush`` has made the journal
+durable up to them: a projection never sees, and so no store ever holds, a command the journal
+could still lose. ``flush`` returns the records it delivered, for a caller that answers clients.
+
+Snapshots hold the core's state and the state of every snapshotted (in-memory) projection,
+all as of one sequence number; the engine flushes before it writes one, so every durable
+projection has stored what the snapshot covers, too. Recovery (:meth:`Engine.recover`) picks
+the newest snapshot that is not ahead of the journal, not ahead of any durable projection, and
+holds every snapshotted projection's state; it replays the journal from there, handing each
+record to the projections whose position is behind it. A durable projection ahead of the
+journal (a store holding what the journal lost, which the delivery rule makes impossible
+short of an OS crash with ``fsync = "never"``) stops recovery with :class:`ProjectionAhead`
+naming the store and both positions: it is refused, never skipped silently.
 """
 
 from __future__ import annotations
 
 import gc
 from pathlib import Path
-from typing import Callable, Iterator, Protocol
+import logging
+from typing import Callable, Iterator, Sequence
 
 import msgspec
 
 from exchange.engine.core import ExchangeCore, decode_state, encode_state
-from exchange.engine.journal import Journal
-from exchange.engine.snapshot import Snapshot, latest_snapshot, prune_snapshots, write_snapshot
+from exchange.engine.journal import Journal, JournalRecord
+from exchange.engine.snapshot import Snapshot, list_snapshots, prune_snapshots, write_snapshot
+from exchange.model.stream import Applied, Projection, SnapshottedProjection
 from exchange.model.commands import Command, EndDay
+from exchange.model.events import Event
+
+log = logging.getLogger(__name__)
 
 Clock = Callable[[], int]
 """Nanoseconds since the epoch; injected so that tests and simulations are reproducible."""
 
 
+class ProjectionAhead(Exception):
+    """A durable projection holds records the journal does not: recovery refuses to start."""
 
-class EventSink(Protocol):
-    def __call__(self, seq: int, ts_ns: int, events: list) -> None:
-        """One applied command's events."""
+    def __init__(self, name: str, projection_seq: int, journal_seq: int) -> None:
+        super().__init__(
+            f"the {name} store has applied up to journal sequence {projection_seq}, but the journal "
+            f"ends at {journal_seq}: the store holds commands the journal lost; restore the journal "
+            "or rebuild the store from it"
+        )
+        self.name, self.projection_seq, self.journal_seq = name, projection_seq, journal_seq
 
-    def flush(self) -> None:
-        """Make durable everything handed over so far (called before each snapshot)."""
 
-    def resume(self, core: ExchangeCore) -> None:
-        """Recovery loaded a snapshot into ``core``; the journal's tail follows."""
+class SnapshotBody(msgspec.Struct, array_like=True):
+    """What a snapshot file's state bytes hold: the core's state and each snapshotted
+    projection's, by name, sorted."""
+
+    core: bytes
+    views: list[tuple[str, bytes]]
 
 
 _command_encoder = msgspec.msgpack.Encoder()
@@ -74,7 +96,11 @@ def decode_command(payload: bytes) -> Command:
     return _command_decoder.decode(payload)
 
 
-def encode_events(seq: int, ts_ns: int, events: list) -> bytes:
+_body_encoder = msgspec.msgpack.Encoder()
+_body_decoder = msgspec.msgpack.Decoder(SnapshotBody)
+
+
+def encode_events(seq: int, ts_ns: int, events: list[Event]) -> bytes:
     """The canonical bytes of one command's events, for comparing event streams."""
     return _event_encoder.encode((seq, ts_ns, events))
 
@@ -89,18 +115,20 @@ class Engine:
         snapshot_every: int = 1_000_000,
         snapshots_kept: int = 3,
         gc_freeze_every: int | None = None,
-        sink: EventSink | None = None,
+        projections: Sequence[Projection] = (),
     ) -> None:
         assert core.last_seq == journal.last_seq, "the core must be recovered from this journal"
+        assert len({p.name for p in projections}) == len(projections), "projection names must be unique"
         self.core = core
-        self.sink = sink
         self.journal = journal
         self.clock = clock
+        self.projections = list(projections)
         self.snapshot_dir = snapshot_dir
         self.snapshot_every = snapshot_every
         self.snapshots_kept = snapshots_kept
         self.gc_freeze_every = gc_freeze_every
         self.last_ts_ns = 0
+        self._undelivered: list[Applied] = []
         self._next_snapshot_seq = self._next_freeze_seq = self._next_housekeeping_seq = 0
         self._schedule_snapshot()
         self._schedule_freeze()
@@ -132,39 +160,58 @@ class Engine:
     def last_seq(self) -> int:
         return self.core.last_seq
 
-    def execute(self, command: Command) -> list:
-        """Journal, then apply one command; return its events."""
-        seq = self.core.last_seq + 1
+    def execute(self, command: Command) -> Applied:
+        """Journal, then apply one command; its record (delivered to the projections at the
+        next :meth:`flush`)."""
+        core = self.core
+        seq = core.last_seq + 1
         ts_ns = self.clock()
         if ts_ns < self.last_ts_ns:  # the journal's time never runs backwards
             ts_ns = self.last_ts_ns
         self.last_ts_ns = ts_ns
         self.journal.append(seq, ts_ns, _command_encoder.encode(command))
-        events = self.core.apply(seq, ts_ns, command)
-        if self.sink is not None:
-            self.sink(seq, ts_ns, events)
+        events = core.apply(seq, ts_ns, command)
+        applied = Applied(seq, ts_ns, core.trading_day, command, events)
+        self._undelivered.append(applied)
         if seq >= self._next_housekeeping_seq:
             self._housekeeping(seq)
         if type(command) is EndDay:
             self._collect_after_close()
-        return events
+        return applied
+
+    def flush(self) -> list[Applied]:
+        """Make the journal durable, then hand the records it now covers to every projection;
+        return them."""
+        self.journal.flush()
+        delivered, self._undelivered = self._undelivered, []
+        for projection in self.projections:
+            apply = projection.apply
+            for applied in delivered:
+                apply(applied)
+        return delivered
+
+    def flush_projections(self) -> None:
+        """Flush the journal, deliver, and wait until every projection has stored it all."""
+        self.flush()
+        for projection in self.projections:
+            projection.flush()
 
     def snapshot(self) -> Path:
-        """Write the core's state at the current sequence number (journal flushed first)."""
+        """Write the core's and the snapshotted projections' state at the current sequence
+        number (the journal and every projection flushed first)."""
         assert self.snapshot_dir is not None
-        self.journal.flush()
-        if self.sink is not None:
-            self.sink.flush()
-        snap = Snapshot(self.core.last_seq, self.journal.chain_hash, encode_state(self.core.state()))
-        path = write_snapshot(self.snapshot_dir, snap)
+        self.flush_projections()
+        views = sorted(
+            (p.name, p.snapshot_state()) for p in self.projections if isinstance(p, SnapshottedProjection)
+        )
+        body = _body_encoder.encode(SnapshotBody(encode_state(self.core.state()), views))
+        path = write_snapshot(self.snapshot_dir, Snapshot(self.core.last_seq, self.journal.chain_hash, body))
         prune_snapshots(self.snapshot_dir, self.snapshots_kept)
         self._schedule_snapshot()
         return path
 
-    def flush(self) -> None:
-        self.journal.flush()
-
     def close(self) -> None:
+        self.flush_projections()
         self.journal.close()
 
     @classmethod
@@ -174,37 +221,68 @@ class Engine:
         journal: Journal,
         clock: Clock,
         snapshot_dir: Path | None = None,
-        on_events: Callable[[int, int, list], None] | None = None,
-        sink: EventSink | None = None,
+        projections: Sequence[Projection] = (),
         **options: int,
     ) -> "Engine":
-        """Rebuild ``core`` from the newest snapshot and the journal's tail, then open for
-        business. ``on_events`` receives the replayed events, as live trading would; a
-        ``sink`` receives them too, and then every live command's events."""
-        # A snapshot ahead of the journal (the OS lost journal pages it had not synced) is
-        # passed over for an older one; the journal is the truth.
-        snap = latest_snapshot(snapshot_dir, at_most_seq=journal.last_seq) if snapshot_dir is not None else None
-        records = journal.records()
-        if snap is not None:
-            core.restore(decode_state(snap.state))
+        """Rebuild ``core`` and the projections from a snapshot and the journal, then open for
+        business (see the module docstring for which snapshot and which records)."""
+        durable = [p for p in projections if not isinstance(p, SnapshottedProjection)]
+        for projection in durable:
+            if projection.last_seq > journal.last_seq:
+                raise ProjectionAhead(projection.name, projection.last_seq, journal.last_seq)
+        needed = min((p.last_seq for p in durable), default=journal.last_seq)
+        views = {p.name: p for p in projections if isinstance(p, SnapshottedProjection)}
+        snap, body = _usable_snapshot(snapshot_dir, min(needed, journal.last_seq), sorted(views))
+        records: Iterator[JournalRecord] = journal.records()
+        if snap is not None and body is not None:
+            core.restore(decode_state(body.core))
+            for name, data in body.views:
+                if name in views:
+                    views[name].restore_state(data, snap.seq)
             records = journal.records(after_seq=snap.seq, expect_chain=snap.chain_hash)
-            if sink is not None:
-                sink.resume(core)
         last_ts_ns = 0
-        for seq, ts_ns, events in replay(core, records):
-            last_ts_ns = ts_ns
-            if on_events is not None:
-                on_events(seq, ts_ns, events)
-            if sink is not None:
-                sink(seq, ts_ns, events)
-        if sink is not None:
-            sink.flush()
-        engine = cls(core, journal, clock, snapshot_dir, sink=sink, **options)
+        for applied in replay_applied(core, records):
+            last_ts_ns = applied.ts_ns
+            for projection in projections:
+                if projection.last_seq < applied.seq:
+                    projection.apply(applied)
+        for projection in projections:
+            projection.flush()
+        engine = cls(core, journal, clock, snapshot_dir, projections=projections, **options)
         engine.last_ts_ns = last_ts_ns
         return engine
 
 
-def replay(core: ExchangeCore, records: Iterator) -> Iterator[tuple[int, int, list]]:
-    """Apply journal records to ``core`` in order, yielding each command's events."""
+def _usable_snapshot(
+    snapshot_dir: Path | None, at_most_seq: int, view_names: list[str]
+) -> tuple[Snapshot | None, SnapshotBody | None]:
+    """The newest snapshot that verifies, is not past ``at_most_seq`` and holds every named
+    view's state. A snapshot ahead of the journal (the OS lost journal pages it had not
+    synced) is passed over for an older one: the journal is the truth."""
+    if snapshot_dir is None:
+        return None, None
+    for path, found in reversed(list_snapshots(snapshot_dir)):
+        if not isinstance(found, Snapshot):
+            log.warning("skipping a damaged snapshot: %s", found)
+            continue
+        if found.seq > at_most_seq:
+            continue
+        body = _body_decoder.decode(found.state)
+        if all(name in dict(body.views) for name in view_names):
+            return found, body
+        log.info("snapshot %s lacks a projection's state; trying an older one", path.name)
+    return None, None
+
+
+def replay_applied(core: ExchangeCore, records: Iterator[JournalRecord]) -> Iterator[Applied]:
+    """Apply journal records to ``core`` in order, yielding each command's record."""
     for record in records:
-        yield record.seq, record.ts_ns, core.apply(record.seq, record.ts_ns, _command_decoder.decode(record.payload))
+        command = _command_decoder.decode(record.payload)
+        events = core.apply(record.seq, record.ts_ns, command)
+        yield Applied(record.seq, record.ts_ns, core.trading_day, command, events)
+
+
+def replay(core: ExchangeCore, records: Iterator[JournalRecord]) -> Iterator[tuple[int, int, list[Event]]]:
+    """Apply journal records to ``core`` in order, yielding each command's events."""
+    for applied in replay_applied(core, records):
+        yield applied.seq, applied.ts_ns, applied.events
