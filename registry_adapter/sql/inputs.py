@@ -1,0 +1,48 @@
+"""Checks of the arguments an operation is called with, made before any database work."""
+
+from __future__ import annotations
+
+import enum
+from typing import Any
+
+from registry_adapter.sql.errors import InvalidInput, InvalidQuantity, UnknownUnit
+from registry_adapter.sql.vocabulary import CCER, FIRST_YEAR, LAST_YEAR, MAX_QTY_T, vintage_of
+
+
+def check_unit(unit: str) -> str:
+    if unit != CCER and vintage_of(unit) is None:
+        raise UnknownUnit(unit)
+    return unit
+
+
+def check_allowance(unit: str) -> int:
+    year = vintage_of(unit)
+    if year is None:
+        raise UnknownUnit(unit, "an allowance unit CEA-YYYY")
+    return year
+
+
+def check_quantity(qty_t: object, allow_zero: bool = False) -> int:
+    if type(qty_t) is not int or not (0 if allow_zero else 1) <= qty_t <= MAX_QTY_T:
+        raise InvalidQuantity(qty_t)
+    return qty_t
+
+
+def check_year(year: object) -> int:
+    if type(year) is not int or not FIRST_YEAR <= year <= LAST_YEAR:
+        raise InvalidInput(f"year {year!r} is not between {FIRST_YEAR} and {LAST_YEAR}")
+    return year
+
+
+def check_id(value: object, what: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > 200:
+        raise InvalidInput(f"{what} {value!r} must be a non-empty string of at most 200 characters")
+    return value
+
+
+def parse_enum(kind: type[enum.StrEnum], value: str, what: str) -> Any:
+    try:
+        return kind(value)
+    except ValueError:
+        choices = ", ".join(member.value for member in kind)
+        raise InvalidInput(f"{what} {value!r} is not one of: {choices}") from None
