@@ -28,7 +28,10 @@ The event stream. ``execute`` returns one :class:`~exchange.engine.stream.Applie
 per command. The engine keeps the records it has applied but not yet flushed, and hands them
 to its projections (:mod:`exchange.engine.stream`) only once ``flush`` has made the journal
 durable up to them: a projection never sees, and so no store ever holds, a command the journal
-could still lose. ``flush`` returns the records it delivered, for a caller that answers clients.
+could still lose. When the journal commits a batch by itself (its ``batch_records``), the
+records it covers are delivered at once, so an engine nobody flushes holds at most one batch of
+records (holding a whole day of them would make every collection of the garbage collector
+walk them).
 
 Snapshots hold the core's state and the state of every snapshotted (in-memory) projection,
 all as of one sequence number; the engine flushes before it writes one, so every durable
@@ -173,6 +176,8 @@ class Engine:
         events = core.apply(seq, ts_ns, command)
         applied = Applied(seq, ts_ns, core.trading_day, command, events)
         self._undelivered.append(applied)
+        if self.journal.durable_seq == seq:  # the journal committed a batch by itself
+            self._deliver()
         if seq >= self._next_housekeeping_seq:
             self._housekeeping(seq)
         if type(command) is EndDay:
@@ -181,8 +186,12 @@ class Engine:
 
     def flush(self) -> list[Applied]:
         """Make the journal durable, then hand the records it now covers to every projection;
-        return them."""
+        return the records this call delivered (records the journal made durable by itself,
+        when a batch filled, were delivered as it did so)."""
         self.journal.flush()
+        return self._deliver()
+
+    def _deliver(self) -> list[Applied]:
         delivered, self._undelivered = self._undelivered, []
         for projection in self.projections:
             apply = projection.apply

@@ -153,6 +153,9 @@ class Journal(Protocol):
     def last_seq(self) -> int: ...
 
     @property
+    def durable_seq(self) -> int: ...
+
+    @property
     def chain_hash(self) -> bytes: ...
 
     def records(self, after_seq: int = 0, expect_chain: bytes | None = None) -> Iterator[JournalRecord]:
@@ -185,6 +188,7 @@ class _Writer:
         self._buf = bytearray()
         self._batch_end = self._last_seq + self._batch
         self._unsynced = False
+        self._durable_seq = self._last_seq  # the last record the policy counts as durable
         self._refusal: str | None = None  # why appends are refused: closed, or a failed write
         self._closed = False
 
@@ -215,6 +219,12 @@ class _Writer:
         return self._last_seq
 
     @property
+    def durable_seq(self) -> int:
+        """The last record that is as durable as the policy makes it: fsynced, or with
+        ``NEVER`` handed to the OS. Moves at flush() and when a batch commits by itself."""
+        return self._durable_seq
+
+    @property
     def chain_hash(self) -> bytes:
         hasher = self._hasher.copy()
         hasher.update(self._buf)
@@ -232,6 +242,8 @@ class _Writer:
             if sync and self._unsynced and self._policy is not FsyncPolicy.NEVER:
                 self._sync()
                 self._unsynced = False
+            if sync or self._policy is FsyncPolicy.NEVER:
+                self._durable_seq = self._last_seq
         except BaseException as error:
             # What reached the disk is unknown now, and a failed fsync must not be retried
             # (the kernel may have dropped the pages): refuse everything from here on.
