@@ -10,9 +10,11 @@ one asyncio loop in this process) and measures, on the same server:
 
 * ``ops_per_s``: the sustained rate, closed loop: each client keeps a window of requests
   outstanding (512 in all: 64 per client with 8 clients, 8 with 64) and sends the next
-  request whenever one is answered. Requests are new limit orders (buys and sells within
-  +-5 ticks of 58.20, so about half trade) and, a fifth of them, cancels of the client's
-  oldest resting order; both count as operations. ``server_cpu_percent`` is the server
+  request whenever one is answered. Requests are what the simulated members of
+  ``exchange.sim.strategies`` decide (makers, takers and traders on one instrument: limit
+  orders near a drifting fair value, IOC/FOK/market orders, day and GTC orders, cancels and
+  amends, a few deliberately bad orders); new orders, cancels and amends count as operations
+  (mass cancels ride along uncounted). ``server_cpu_percent`` is the server
   process's CPU time over the same window (100 = one core; the journal fsync runs on the
   server's event loop thread).
 * ``latency_p50_us``, ``latency_p99_us``, ``latency_max_us``: open loop, paced at 20,000
@@ -65,9 +67,9 @@ def one_run(clients: int, seed: int, warmup_s: float, measure_s: float, profile_
     with tempfile.TemporaryDirectory(prefix="bench-gateway-") as scratch:
         server = ServedProcess(Path(scratch) / "data", members, profile_to=profile_to).start()
         try:
-            keys = asyncio.run(set_up(server))
+            market = asyncio.run(set_up(server))
             sustained, paced, light = asyncio.run(
-                drive(server, keys, seed, window, warmup_s, measure_s, PACED_RATE, LIGHT_RATE))
+                drive(server, market, seed, window, warmup_s, measure_s, PACED_RATE, LIGHT_RATE))
             rss = server.peak_rss_mb()
         finally:
             code = server.stop()
@@ -92,8 +94,9 @@ def gateway_bench(ctx: Context, bench: str, clients: int) -> None:
         f"commit, on the server's event loop), {clients} members set up through the operator API, one aiohttp "
         f"WebSocket session each, all in this process (one asyncio loop); phases of {warmup_s:g} s warm-up + "
         f"{measure_s:g} s measured: closed loop ({TOTAL_WINDOW} outstanding in all), open loop at {PACED_RATE:,}/s, "
-        f"open loop at {LIGHT_RATE:,}/s (note only); requests: 80 % new limit orders within +-5 ticks (about half "
-        f"trade), 20 % cancels; no market-data subscriptions"
+        f"open loop at {LIGHT_RATE:,}/s (note only); requests: the simulated members' strategies (exchange.sim."
+        f"strategies: makers, takers, traders; about 84 % new orders, the rest cancels, amends, mass cancels); "
+        f"no market-data subscriptions"
     )
     for run in range(ctx.runs(3)):
         sustained, paced, light, rss, window = one_run(clients, ctx.seed + run, warmup_s, measure_s)

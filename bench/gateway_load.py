@@ -22,15 +22,19 @@ process), logs each on with its own key, and runs the phases:
 * **open loop** (the latency): one pacer sends at a fixed total rate, round-robin over the
   clients, whatever the answers do; once at the rate of the target, once at a light rate.
 
-Requests: new limit day orders (buys and sells, uniform over +-5 ticks around 58.20, 1-10 t,
-so about half cross and trade) and, for a fifth of the requests, a cancel (by client order
-id) of the client's oldest resting order. A request is answered by the first
-``execution_report`` for its client order id (a new order's ``new``, or a ``rejected``; a
-cancel's ``canceled``) or a ``cancel_reject``. Order -> acknowledgement latency is the time
-from just before the ``new_order`` frame is written to the arrival of that order's first
-``execution_report``. A warm-up comes first; the rate counts the answers that arrive inside
-the measuring window, the latencies are those of the new orders sent inside it (answered
-before or after it ends: each phase drains before the next).
+Requests: what the simulated members of :mod:`exchange.sim.strategies` decide (the same
+strategies as ``exchange simulate``), on one instrument: each client is a maker, a taker or
+a trader (seeded), quoting around its fair value (which drifts and follows its own fills),
+crossing with IOC, FOK and market orders, placing day and GTC orders, cancelling and amending
+them (by client order id), now and then a mass cancel and a deliberately bad order. The
+clients subscribe to no market data (this is order entry), so a taker's limit goes at its fair
+value. A request is answered by the first ``execution_report`` for its client order id (a new
+order's ``new``, or a ``rejected``), by a cancel's or amend's ``canceled``/``replaced``, or by a
+``cancel_reject``; a mass cancel has no single answer and is not counted. Order ->
+acknowledgement latency is the time from just before the ``new_order`` frame is written to the
+arrival of that order's first ``execution_report``. A warm-up comes first; the rate counts the
+answers that arrive inside the measuring window, the latencies are those of the new orders
+sent inside it (answered before or after it ends: each phase drains before the next).
 """
 
 from __future__ import annotations
@@ -55,13 +59,36 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from exchange.gateway.auth import sign_logon  # noqa: E402
+from exchange.gateway.member.auth import sign_logon  # noqa: E402
+from exchange.gateway.member.wire import (  # noqa: E402
+    ORDER_TYPE_NAMES,
+    SIDE_NAMES,
+    TIF_NAMES,
+    AmendRequest,
+    CancelRequest,
+    MassCancelRequest,
+    NewOrder,
+    encode,
+    format_price,
+    parse_price,
+)
+from exchange.model import Side  # noqa: E402
+from exchange.sim.strategies import (  # noqa: E402
+    AmendIntent,
+    CancelIntent,
+    MassCancelIntent,
+    Member,
+    MemberIntent,
+    NewOrderIntent,
+    OperatorTurn,
+    clamp,
+    draw_style,
+    member_turn,
+)
 
 SYMBOL = "CEA-2025"
 TRADING_DAY = "2026-01-05"  # a Monday
-MID_FEN = 5_820  # the instrument's reference price, 58.20
-SPREAD_TICKS = 5  # new orders are priced uniformly within +-5 ticks of the mid
-CANCEL_SHARE = 0.2  # of requests, when the client has a resting order to cancel
+MID_FEN = 5_820  # the instrument's reference price, 58.20: every client's first fair value
 CASH_FEN = 10**13  # 100 billion CNY a member: no buy is ever short of cash
 HOLDING_T = 10_000_000  # allowances a member holds at the start of day: no sell is short
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -77,9 +104,6 @@ orders_per_second = 1000000000
 order_burst = 1000000000
 max_open_orders = 1000000000
 """
-
-_PRICES = [f"{(MID_FEN + k) // 100}.{(MID_FEN + k) % 100:02d}".encode() for k in range(-SPREAD_TICKS, SPREAD_TICKS + 1)]
-
 
 # -- the server process ------------------------------------------------------------------------
 
@@ -179,7 +203,15 @@ def allocate_in_registry(data_dir: Path, members: list[str]) -> None:
     registry.close()
 
 
-async def set_up(server: ServedProcess) -> dict[str, tuple[str, bytes]]:
+@dataclass
+class Market:
+    """What the set-up gives the clients: each member's key, today's band of the instrument."""
+
+    keys: dict[str, tuple[str, bytes]]
+    band: tuple[int, int]
+
+
+async def set_up(server: ServedProcess) -> Market:
     """Members, keys, cash, start of day and the continuous phase, through the operator API."""
     keys: dict[str, tuple[str, bytes]] = {}
 
@@ -199,9 +231,10 @@ async def set_up(server: ServedProcess) -> dict[str, tuple[str, bytes]]:
             await call("clearing", "/clearing/deposits", {"member_id": member_id, "amount_fen": CASH_FEN})
 
         await asyncio.gather(*(member(m) for m in server.members))
-        await call("clearing", "/clearing/start-of-day", {"trading_day": TRADING_DAY})
+        opened = await call("clearing", "/clearing/start-of-day", {"trading_day": TRADING_DAY})
         await call("admin", "/market/phase", {"phase": "continuous"})
-    return keys
+    started = [e for e in opened["events"] if e["event"] == "DayStarted" and e["instrument"] == SYMBOL]
+    return Market(keys, (started[0]["lower_fen"], started[0]["upper_fen"]))
 
 
 # -- the clients ----------------------------------------------------------------------------------
@@ -214,6 +247,10 @@ class _Answer(msgspec.Struct):
     exec_type: str | None = None
     ord_status: str | None = None
     client_order_id: str | None = None
+    order_id: int | None = None
+    price: str | None = None
+    leaves_qty: int = 0
+    last_px: str | None = None
     reject_code: int | None = None
     code: int | None = None
     problem: str | None = None
@@ -229,7 +266,7 @@ class Tally:
     """What the clients saw in one phase (shared by all clients)."""
 
     measuring: bool = False  # inside the measuring window
-    answered: int = 0  # answers that arrived inside the window (new orders and cancels)
+    answered: int = 0  # answers that arrived inside the window (new orders, cancels, amends)
     acked: int = 0  # of which to new orders
     trades: int = 0  # trade reports inside the window (each side counts)
     rejects: dict = field(default_factory=dict)  # reject code -> count (whole phase)
@@ -237,27 +274,95 @@ class Tally:
     latencies_ns: array = field(default_factory=lambda: array("q"))  # of new orders sent inside the window
 
 
-class LoadClient:
-    """One member's WebSocket session, sending orders and cancels and timing the answers."""
+@dataclass
+class RestingOrder:
+    """One of the client's open orders, as the strategies see it (``qty_t``: leaves)."""
 
-    def __init__(self, index: int, member_id: str, key: tuple[str, bytes], seed: int) -> None:
+    cid: str
+    order_id: int | None
+    price_fen: int | None
+    qty_t: int
+
+
+class Resting:
+    """The client's open orders: a list the strategies pick from and O(1) removal by id."""
+
+    def __init__(self) -> None:
+        self.orders: list[RestingOrder] = []
+        self._index: dict[str, int] = {}
+
+    def __len__(self) -> int:
+        return len(self.orders)
+
+    def get(self, cid: str) -> RestingOrder | None:
+        index = self._index.get(cid)
+        return None if index is None else self.orders[index]
+
+    def add(self, order: RestingOrder) -> None:
+        if order.cid not in self._index:
+            self._index[order.cid] = len(self.orders)
+            self.orders.append(order)
+
+    def remove(self, cid: str) -> None:
+        index = self._index.pop(cid, None)
+        if index is None:
+            return
+        last = self.orders.pop()
+        if index < len(self.orders):
+            self.orders[index] = last
+            self._index[last.cid] = index
+
+
+class LoadView:
+    """The strategies' market view for a load client: today's band, the price of its own last
+    fill (it subscribes to no market data: this is order entry), its resting orders."""
+
+    def __init__(self, band: tuple[int, int], resting: Resting) -> None:
+        self._band, self.resting = band, resting
+        self.last_px: int | None = None
+
+    def band(self, symbol: str) -> tuple[int, int]:
+        return self._band
+
+    def best_price(self, symbol: str, side: Side) -> int | None:
+        return None  # no book view: a taker's limit goes at its fair value
+
+    def market_price(self, symbol: str) -> int | None:
+        return self.last_px
+
+    def open_orders(self, member_id: str, symbol: str) -> list[RestingOrder]:
+        return self.resting.orders
+
+    def unknown_order_id(self, rnd: random.Random) -> int:
+        return rnd.randint(1, 10**6)
+
+
+class LoadClient:
+    """One member's WebSocket session, sending what :mod:`exchange.sim.strategies` decides
+    and timing the answers. Every request but a mass cancel has exactly one answer: a new
+    order's first ``execution_report``; a cancel's or amend's ``canceled`` / ``replaced`` report
+    or its ``cancel_reject``. A mass cancel is sent along and not counted."""
+
+    def __init__(self, index: int, member_id: str, key: tuple[str, bytes], seed: int, band: tuple[int, int]) -> None:
         self.index, self.member_id, self.key = index, member_id, key
         self.rng = random.Random(seed)
+        self.member = Member(member_id, draw_style(self.rng), [SYMBOL], {SYMBOL: clamp(MID_FEN, band)})
+        self.resting = Resting()
+        self.view = LoadView(band, self.resting)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
-        self.prefix = f"c{index}-".encode()
+        self.prefix = f"c{index}-"
         self.count = 0
         self.sent_at: dict[str, int] = {}  # client order id -> send time (ns), until first report
         self.timed: set[str] = set()  # new orders sent inside the measuring window
-        self.resting: dict[str, None] = {}  # open orders, oldest first (cancel candidates)
-        self.cancelling: set[str] = set()
+        self.changing: set[str] = set()  # client order ids with a cancel or amend unanswered
+        self.cancelling_ids: set[int] = set()  # order ids not its own with a cancel unanswered
         self.tally = Tally()
-        self.window = 0  # closed loop: requests to keep outstanding (0: open loop)
         self.refill = False  # closed loop: send a new request per answer
         self.closed: str | None = None
 
     @property
     def outstanding(self) -> int:
-        return len(self.sent_at) + len(self.cancelling)
+        return len(self.sent_at) + len(self.changing) + len(self.cancelling_ids)
 
     async def connect(self, http: aiohttp.ClientSession, ws_url: str) -> None:
         self.ws = await http.ws_connect(ws_url, autoping=True, max_msg_size=0, compress=0, decode_text=False)
@@ -273,28 +378,57 @@ class LoadClient:
         if answer is None or answer.type != "logon_ack":
             raise RuntimeError(f"{self.member_id}: logon refused: {frame.data!r}")
 
-    def next_frame(self) -> bytes:
-        """The next request: a cancel of the oldest resting order (a fifth), else a new order."""
-        rng = self.rng.random()
-        if self.resting and rng < CANCEL_SHARE:
-            client_order_id = next(iter(self.resting))
-            del self.resting[client_order_id]
-            self.cancelling.add(client_order_id)
-            return b'{"type":"cancel","instrument":"CEA-2025","client_order_id":"' + client_order_id.encode() + b'"}'
+    def next_frames(self) -> list[bytes]:
+        """The strategy's next intents up to one that will be answered (mass cancels ride along,
+        operator turns are skipped)."""
+        frames = []
+        while True:
+            intent = member_turn(self.rng, self.member, self.view)
+            frame, answered = self.frame_for(intent)
+            if frame is not None:
+                frames.append(frame)
+            if answered:
+                return frames
+
+    def frame_for(self, intent: MemberIntent) -> tuple[bytes | None, bool]:
+        """The wire frame for an intent and whether it will be answered."""
+        match intent:
+            case OperatorTurn():
+                return None, False
+            case MassCancelIntent():
+                return encode(MassCancelRequest(intent.symbol)), False
+            case NewOrderIntent(qty_t=0) | CancelIntent(order=None):  # the wire cannot carry a zero quantity
+                order_id = intent.unknown_order_id if isinstance(intent, CancelIntent) else self.view.unknown_order_id(self.rng)
+                self.cancelling_ids.add(order_id)
+                return encode(CancelRequest(intent.symbol, order_id=order_id)), True
+            case NewOrderIntent():
+                return self._new_order(intent), True
+            case CancelIntent():
+                return self._change(intent.order, CancelRequest(intent.symbol, client_order_id=intent.order.cid)), True
+            case AmendIntent():
+                request = AmendRequest(intent.symbol, intent.qty_t, format_price(intent.price_fen), client_order_id=intent.order.cid)
+                return self._change(intent.order, request), True
+        raise AssertionError(f"an intent the load client cannot send: {intent!r}")
+
+    def _new_order(self, intent: NewOrderIntent) -> bytes:
         self.count += 1
-        cid = self.prefix + str(self.count).encode()
-        key = cid.decode()
-        side = b"buy" if self.rng.random() < 0.5 else b"sell"
-        price = _PRICES[self.rng.randrange(len(_PRICES))]
-        qty = str(self.rng.randint(1, 10)).encode()
+        cid = self.prefix + str(self.count)
         if self.tally.measuring:
-            self.timed.add(key)
-        self.sent_at[key] = _clock()
-        return (b'{"type":"new_order","client_order_id":"' + cid + b'","instrument":"CEA-2025","side":"' + side
-                + b'","qty":' + qty + b',"price":"' + price + b'"}')
+            self.timed.add(cid)
+        self.sent_at[cid] = _clock()
+        price = msgspec.UNSET if intent.price_fen is None else format_price(intent.price_fen)
+        return encode(NewOrder(cid, intent.symbol, SIDE_NAMES[intent.side], intent.qty_t, price,
+                               ORDER_TYPE_NAMES[intent.order_type], TIF_NAMES[intent.tif]))
+
+    def _change(self, order: RestingOrder, request: CancelRequest | AmendRequest) -> bytes:
+        """A cancel or amend of a resting order: no longer a candidate until it is answered."""
+        self.resting.remove(order.cid)
+        self.changing.add(order.cid)
+        return encode(request)
 
     async def send_next(self) -> None:
-        await self.ws.send_frame(self.next_frame(), WSMsgType.TEXT)
+        for frame in self.next_frames():
+            await self.ws.send_frame(frame, WSMsgType.TEXT)
 
     async def read(self) -> None:
         """Handle every message until the connection closes; in closed loop, refill the window."""
@@ -317,51 +451,69 @@ class LoadClient:
     def handle(self, message: _Answer) -> int:
         """Book-keeping for one message; the number of requests it answered."""
         kind = message.type
-        tally = self.tally
         if kind == "execution_report":
-            cid = message.client_order_id
-            exec_type = message.exec_type
-            answered = 0
-            sent = self.sent_at.pop(cid, None)
-            if sent is not None:
-                answered = 1
-                if tally.measuring:
-                    tally.answered += 1
-                    tally.acked += 1
-                if cid in self.timed:
-                    self.timed.discard(cid)
-                    tally.latencies_ns.append(_clock() - sent)
-            if exec_type == "new":
-                if message.ord_status == "new":
-                    self.resting[cid] = None
-            elif exec_type == "trade":
-                if tally.measuring:
-                    tally.trades += 1
-                if message.ord_status == "filled":
-                    self.resting.pop(cid, None)
-            elif exec_type == "canceled":
-                self.resting.pop(cid, None)
-                if cid in self.cancelling:
-                    self.cancelling.discard(cid)
-                    answered += 1
-                    if tally.measuring:
-                        tally.answered += 1
-            elif exec_type == "rejected":
-                tally.rejects[message.reject_code] = tally.rejects.get(message.reject_code, 0) + 1
-            return answered
+            return self._report(message)
         if kind == "cancel_reject":
-            cid = message.client_order_id
-            if cid in self.cancelling:
-                self.cancelling.discard(cid)
-                if tally.measuring:
-                    tally.answered += 1
-                return 1
-            return 0
+            return self._count(self._answers_change(message.client_order_id, message.order_id))
         if kind == "error":
-            tally.errors[message.problem] = tally.errors.get(message.problem, 0) + 1
+            self.tally.errors[message.problem] = self.tally.errors.get(message.problem, 0) + 1
         elif kind == "session_closing":
             self.closed = f"session_closing: {message.reason}"
         return 0
+
+    def _report(self, message: _Answer) -> int:
+        cid, exec_type, tally = message.client_order_id, message.exec_type, self.tally
+        answered = self._answers_new_order(cid)
+        if exec_type == "trade":
+            tally.trades += tally.measuring
+            if message.last_px is not None:
+                self.view.last_px = parse_price(message.last_px)
+        elif exec_type == "rejected":
+            tally.rejects[message.reject_code] = tally.rejects.get(message.reject_code, 0) + 1
+        if exec_type in ("canceled", "replaced"):
+            answered += self._count(self._answers_change(cid, message.order_id))
+        self._track(message)
+        return answered
+
+    def _answers_new_order(self, cid: str | None) -> int:
+        sent = self.sent_at.pop(cid, None)
+        if sent is None:
+            return 0
+        if self.tally.measuring:
+            self.tally.acked += 1
+        if cid in self.timed:
+            self.timed.discard(cid)
+            self.tally.latencies_ns.append(_clock() - sent)
+        return self._count(True)
+
+    def _answers_change(self, cid: str | None, order_id: int | None) -> bool:
+        if cid in self.changing:
+            self.changing.discard(cid)
+            return True
+        if order_id in self.cancelling_ids:
+            self.cancelling_ids.discard(order_id)
+            return True
+        return False
+
+    def _count(self, answered: bool) -> int:
+        if answered and self.tally.measuring:
+            self.tally.answered += 1
+        return int(answered)
+
+    def _track(self, message: _Answer) -> None:
+        """Keep the resting orders as the reports tell them (an order being changed waits)."""
+        cid = message.client_order_id
+        if message.ord_status not in ("new", "partially_filled"):
+            self.resting.remove(cid)
+            return
+        if cid in self.changing:
+            return
+        order = self.resting.get(cid)
+        price = None if message.price is None else parse_price(message.price)
+        if order is None:
+            self.resting.add(RestingOrder(cid, message.order_id, price, message.leaves_qty))
+        else:
+            order.qty_t, order.price_fen = message.leaves_qty, price if price is not None else order.price_fen
 
 
 # -- the phases -----------------------------------------------------------------------------------
@@ -399,9 +551,10 @@ class PhaseResult:
 class Load:
     """The connected clients of one run and the server they drive."""
 
-    def __init__(self, server: ServedProcess, keys: dict[str, tuple[str, bytes]], seed: int) -> None:
+    def __init__(self, server: ServedProcess, market: Market, seed: int) -> None:
         self.server = server
-        self.clients = [LoadClient(i, member, keys[member], seed * 1_000 + i) for i, member in enumerate(server.members)]
+        self.clients = [LoadClient(i, member, market.keys[member], seed * 1_000 + i, market.band)
+                        for i, member in enumerate(server.members)]
         self.readers: list[asyncio.Task] = []
 
     async def connect(self, http: aiohttp.ClientSession) -> None:
@@ -499,7 +652,7 @@ class Load:
         return self._result(tally, rate_per_s, measured, behind[0], unanswered)
 
 
-async def drive(server: ServedProcess, keys: dict[str, tuple[str, bytes]], seed: int, window: int,
+async def drive(server: ServedProcess, market: Market, seed: int, window: int,
                 warmup_s: float, measure_s: float, paced_rate: float, light_rate: float,
                 share_of_max: float = 0.9) -> tuple[PhaseResult, PhaseResult, PhaseResult]:
     """Three phases on one server: closed loop first; then open loop at ``paced_rate`` (or,
@@ -507,7 +660,7 @@ async def drive(server: ServedProcess, keys: dict[str, tuple[str, bytes]], seed:
     at ``light_rate`` (at most half of what it sustained), to see latency away from saturation."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        load = Load(server, keys, seed)
+        load = Load(server, market, seed)
         await load.connect(http)
         try:
             sustained = await load.closed_loop(window, warmup_s, measure_s)

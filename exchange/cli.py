@@ -2,7 +2,7 @@
 
 ``exchange simulate`` starts the served exchange and drives it the way members would: seeded
 members over real WebSockets, each trading day to the close, then its settlement, with a
-progress bar and a checked summary (:mod:`exchange.served_simulation`). ``--in-process`` runs
+progress bar and a checked summary (:mod:`exchange.sim.served`). ``--in-process`` runs
 the seeded in-process session instead: each day to the close, then its settlement against the
 reference registry and the cash ledger with a reconciliation; it prints a summary, then
 rebuilds the state from the journal alone and checks the state hash.
@@ -25,8 +25,8 @@ from exchange.clearing.settlement import SettlementReport, SettlementStopped
 from exchange.config import ConfigError, load_config
 from exchange.model.units import format_fen
 from exchange.serve import add_serve_command
-from exchange.served_simulation import add_served_arguments, run_served
-from exchange.simulation import SimulatedClock, Simulation, SimulationSummary, describe_rejects
+from exchange.sim.in_process import SimulatedClock, Simulation, SimulationSummary, describe_rejects
+from exchange.sim.served import add_served_arguments, run_served
 from registry_adapter.admin import add_registry_commands
 
 

@@ -29,7 +29,7 @@ from exchange.engine import (
 )
 from exchange.engine.engine import replay
 from exchange.model import CancelOrder, Side, StartDay, SubmitOrder
-from exchange.simulation import SimulatedClock, Simulation
+from exchange.sim.in_process import SimulatedClock, Simulation
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -17,9 +17,11 @@ import msgspec
 from exchange.app import build_core, open_engine
 from exchange.config import Config
 from exchange.engine import replay
-from exchange.gateway.wire import ExecutionReport, decode_outbound, parse_price
+from exchange.gateway.member.wire import ExecutionReport, decode_outbound, parse_price
 from exchange.model.events import OrderAccepted, OrderFilled, OrderRejected
-from exchange.served_simulation import MEMBER_LOGS, Progress, SimMember, add_served_arguments, run_served, served_config
+from exchange.sim.member_client import SimMember
+from exchange.sim.progress import Progress
+from exchange.sim.served import MEMBER_LOGS, add_served_arguments, run_served, served_config
 
 DAY = "2026-11-23"
 

@@ -1,14 +1,14 @@
 """A seeded, in-process trading session: many members, every order type, days to the close.
 
-Members are registered (covered entities with allocations and voluntary participants, a few
-linked pairs), funded by deposits and given holdings as the registry would at the start of
-day. They trade in three styles: market makers quote both sides near a drifting fair value,
-takers cross the spread with IOC, FOK and market orders, and the rest place day and GTC
-orders, amend and cancel them. Some orders are deliberately bad (too large, outside the band,
-more than the member can pay for or deliver) so that rejects show in the summary; now and
-then the operator halts an instrument or pulls a member's kill switch. The session schedule
-moves the trading phases at their times. Everything flows through the engine and its
-journal, so the same seed gives the same journal, events and state hash.
+The members of :mod:`exchange.sim.members` are registered (covered entities with allocations
+and voluntary participants, a few linked pairs), funded by deposits and given holdings as the
+registry would at the start of day. Each command the session picks a member at random and
+asks :func:`exchange.sim.strategies.member_turn` what it does (the member sees the engine's
+books); a turn that falls to the operator becomes a halt, a kill switch, a deposit or a
+withdrawal (:func:`~exchange.sim.strategies.operator_action`), halts and kill switches undone
+later. The session schedule moves the trading phases at their times. Everything flows
+through the engine and its journal, so the same seed gives the same journal, events and state
+hash (pinned by ``tests/test_golden_run.py``).
 """
 
 from __future__ import annotations
@@ -19,42 +19,51 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from exchange.app import Exchange, events_of
+from exchange.book.order_book import OrderBook, RestingOrder
 from exchange.clearing.settlement import SettlementReport
 from exchange.engine import Engine
 from exchange.model import (
     AmendOrder,
+    AmendRejected,
+    CancelOrder,
+    CancelRejected,
+    CommandRejected,
+    DayClosed,
     Deposit,
     HaltInstrument,
     KillSwitch,
-    MemberKind,
+    MassCancel,
     MemberStatus,
+    OrderAccepted,
+    OrderFilled,
+    OrderRejected,
     RegisterMember,
     ResumeInstrument,
     SetMemberStatus,
     SetTradingPhase,
-    Withdraw,
-    AmendRejected,
-    CancelOrder,
-    CommandRejected,
-    CancelRejected,
-    DayClosed,
-    MassCancel,
-    OrderAccepted,
-    OrderFilled,
-    OrderRejected,
-    OrderType,
     Side,
     SubmitOrder,
-    TimeInForce,
+    Withdraw,
 )
-from exchange.model.rejects import RejectReason
 from exchange.model.events import HoldingLoaded
+from exchange.model.rejects import RejectReason
 from exchange.risk.schedule import SessionSchedule
+from exchange.sim import strategies
+from exchange.sim.members import CASH_PER_MEMBER_FEN, member_ids, plan_members
+from exchange.sim.strategies import (
+    AmendIntent,
+    CancelIntent,
+    MassCancelIntent,
+    Member,
+    MemberIntent,
+    NewOrderIntent,
+    OperatorAction,
+    OperatorTurn,
+)
 from registry_adapter.demo import allocate_holdings
 from registry_adapter.memory import InMemoryRegistry
 
 NS = 1_000_000_000
-CASH_PER_MEMBER_FEN = 500_000_000  # 5 million CNY
 
 
 class SimulatedClock:
@@ -94,6 +103,33 @@ class SimulationSummary:
     state_hash: str = ""
 
 
+class EngineView:
+    """What a member sees in process: the engine's own books (so it is always up to date)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.books: dict[str, OrderBook] = engine.core.books
+
+    def band(self, symbol: str) -> tuple[int, int]:
+        book = self.books[symbol]
+        return book.lower_fen, book.upper_fen
+
+    def best_price(self, symbol: str, side: Side) -> int | None:
+        book = self.books[symbol]
+        best = book.best_ask() if side is Side.BUY else book.best_bid()
+        return best[0] if best else None
+
+    def market_price(self, symbol: str) -> int | None:
+        """None: the session's fair value walks on its own and is reset to each close."""
+        return None
+
+    def open_orders(self, member_id: str, symbol: str) -> list[RestingOrder]:
+        return self.books[symbol].open_orders(member_id)
+
+    def unknown_order_id(self, rnd: random.Random) -> int:
+        return rnd.randint(1, max(self.engine.last_seq, 1))
+
+
 class Simulation:
     """Runs on an :class:`Exchange` (with its clearing side each day ends with a settlement)
     or on a bare engine, whose start-of-day holdings then come from an in-memory registry."""
@@ -105,16 +141,23 @@ class Simulation:
         engine = self.engine = self.exchange.engine
         self.random = random.Random(seed)
         self.schedule = schedule or SessionSchedule()
-        self.members = [f"M{n:04d}" for n in range(1, members + 1)]
-        self.styles = {m: self.random.choice(("maker", "taker", "trader", "trader")) for m in self.members}
         self.symbols = sorted(engine.core.books)
+        self.plans = plan_members(self.random, member_ids(members), self.symbols)
+        self.members = [plan.member_id for plan in self.plans]
+        # One fair value per instrument that every member shares (and each close resets).
         self.fair_fen = {s: engine.core.books[s].prev_close_fen for s in self.symbols}
+        self.cast = {p.member_id: Member(p.member_id, p.style, self.symbols, self.fair_fen) for p in self.plans}
+        self.view = EngineView(engine)
         self.day = start_day if self.schedule.is_trading_day(start_day) else self.schedule.next_trading_day(start_day)
         self.summary = SimulationSummary(instruments={s: InstrumentSummary() for s in self.symbols})
         self.clock = engine.clock if isinstance(engine.clock, SimulatedClock) else None
         self.registry = self.exchange.registry or InMemoryRegistry()
         self.first_seq = engine.last_seq
         self.undo: list[tuple[int, object]] = []  # (command number, command): operator reversals
+
+    @property
+    def styles(self) -> dict[str, str]:
+        return {plan.member_id: plan.style for plan in self.plans}
 
     def run(self, days: int, commands_per_day: int, settle: bool = True) -> SimulationSummary:
         """Trade ``days`` days; with a clearing side and ``settle``, settle each after its close."""
@@ -162,24 +205,20 @@ class Simulation:
             self.clock.now_ns = ts_ns
 
     def _admit_members(self) -> None:
-        rnd = self.random
-        holdings = {
-            member: {symbol: rnd.randrange(20_000, 200_000, 100) for symbol in self.symbols} for member in self.members
-        }
-        if isinstance(self.registry, InMemoryRegistry):
-            for member, units in holdings.items():
-                self.registry.open_account(member)
-                for symbol, qty in units.items():
-                    self.registry.issue(member, symbol, qty)
-        else:
+        self._give_holdings({plan.member_id: plan.holdings_t for plan in self.plans})
+        for plan in self.plans:
+            self._execute(RegisterMember(plan.member_id, plan.kind, plan.annual_allocation_t, plan.linked_group))
+            self._execute(Deposit(plan.member_id, CASH_PER_MEMBER_FEN))
+
+    def _give_holdings(self, holdings: dict[str, dict[str, int]]) -> None:
+        """The registry's part: the start of day then loads these."""
+        if not isinstance(self.registry, InMemoryRegistry):
             allocate_holdings(self.registry, holdings)
-        for number, member in enumerate(self.members):
-            covered = rnd.random() < 0.6
-            kind = MemberKind.COVERED if covered else MemberKind.VOLUNTARY
-            allocation = rnd.randrange(50_000, 500_000, 1_000) if covered else 0
-            group = f"G{number // 2}" if number < 10 else ""  # the first ten come in linked pairs
-            self._execute(RegisterMember(member, kind, allocation, group))
-            self._execute(Deposit(member, CASH_PER_MEMBER_FEN))
+            return
+        for member, units in holdings.items():
+            self.registry.open_account(member)
+            for symbol, qty in units.items():
+                self.registry.issue(member, symbol, qty)
 
     def _execute(self, command) -> None:
         if isinstance(command, SubmitOrder):
@@ -215,102 +254,62 @@ class Simulation:
         item.trades += event.trade_count
         self.fair_fen[event.instrument] = event.close_fen
 
-    # -- member behaviour ------------------------------------------------------------------
+    # -- the members' and the operator's turns ---------------------------------------------
 
     def _next_command(self):
         if self.undo and self.undo[0][0] <= self.summary.commands:
             return self.undo.pop(0)[1]
-        rnd = self.random
-        member = rnd.choice(self.members)
-        symbol = rnd.choice(self.symbols)
-        book = self.engine.core.books[symbol]
-        fair = self._drift(symbol, book)
-        roll = rnd.random()
-        if roll < 0.002:
-            return self._operator_action(member, symbol)
-        if roll < 0.14:
-            return self._cancel_or_amend(member, symbol, book)
-        if roll < 0.145:
-            return MassCancel(member, symbol if rnd.random() < 0.5 else None)
-        if roll < 0.16:
-            return self._bad_order(member, symbol, book)
-        style = self.styles[member]
-        if style == "taker" or (style == "trader" and rnd.random() < 0.2):
-            return self._aggressive_order(member, symbol, book)
-        return self._passive_order(member, symbol, fair, book, style)
+        member = self.cast[self.random.choice(self.members)]
+        return self._command_for(member.member_id, strategies.member_turn(self.random, member, self.view))
 
-    def _operator_action(self, member: str, symbol: str):
-        """Now and then: a short halt, a kill switch restored later, money in or out."""
-        rnd = self.random
-        choice = rnd.randrange(4)
-        later = self.summary.commands + rnd.randrange(100, 500)
-        if choice == 0 and not self.engine.core.risk.halted.get(symbol):
-            self.undo.append((later, ResumeInstrument(symbol)))
+    def _command_for(self, member_id: str, intent: MemberIntent):
+        """The engine command for a member's intent (an operator turn: the operator's)."""
+        match intent:
+            case OperatorTurn(member_id=member, symbol=symbol):
+                return self._operator_command(member, symbol)
+            case NewOrderIntent():
+                client_order_id = "" if intent.deliberately_bad else f"c{self.summary.commands}"
+                return SubmitOrder(member_id, intent.symbol, intent.side, intent.qty_t, intent.price_fen,
+                                   intent.order_type, intent.tif, client_order_id)
+            case CancelIntent(order=None):
+                return CancelOrder(member_id, intent.symbol, intent.unknown_order_id)
+            case CancelIntent():
+                return CancelOrder(member_id, intent.symbol, intent.order.order_id)
+            case AmendIntent():
+                return AmendOrder(member_id, intent.symbol, intent.order.order_id, intent.qty_t, intent.price_fen)
+            case MassCancelIntent():
+                return MassCancel(member_id, intent.symbol)
+        raise AssertionError(f"an intent the session cannot execute: {intent!r}")
+
+    def _operator_command(self, member_id: str, symbol: str):
+        core = self.engine.core
+        decision = strategies.operator_action(
+            self.random, member_id, symbol, halted=bool(core.risk.halted.get(symbol)), killed=core.risk.accounts[member_id].killed
+        )
+        if decision.undo is not None:
+            self.undo.append((self.summary.commands + decision.undo_after, operator_command(decision.undo)))
             self.undo.sort(key=lambda item: item[0])
-            return HaltInstrument(symbol)
-        if choice == 1 and not self.engine.core.risk.accounts[member].killed:
-            self.undo.append((later, SetMemberStatus(member, MemberStatus.ACTIVE)))
-            self.undo.sort(key=lambda item: item[0])
-            return KillSwitch(member)
-        if choice == 2:
-            return Deposit(member, rnd.randrange(1, 1_000_000) * 100)
-        return Withdraw(member, rnd.randrange(1, 2_000_000) * 10_000)
+        return operator_command(decision.action)
 
-    def _drift(self, symbol: str, book) -> int:
-        fair = self.fair_fen[symbol] + self.random.randint(-2, 2)
-        fair = min(max(fair, book.lower_fen + 50), book.upper_fen - 50)
-        self.fair_fen[symbol] = fair
-        return fair
 
-    def _passive_order(self, member: str, symbol: str, fair: int, book, style: str) -> SubmitOrder:
-        rnd = self.random
-        side = rnd.choice((Side.BUY, Side.SELL))
-        offset = rnd.randint(1, 30) if style == "maker" else rnd.randint(-5, 60)
-        price = fair - offset if side is Side.BUY else fair + offset
-        price = min(max(price, book.lower_fen), book.upper_fen)
-        tif = TimeInForce.GTC if rnd.random() < 0.1 else TimeInForce.DAY
-        qty = rnd.choice((10, 50, 100, 200, 500, 1000, 5000))
-        return SubmitOrder(member, symbol, side, qty, price, OrderType.LIMIT, tif, f"c{self.summary.commands}")
-
-    def _aggressive_order(self, member: str, symbol: str, book) -> SubmitOrder:
-        rnd = self.random
-        side = rnd.choice((Side.BUY, Side.SELL))
-        qty = rnd.choice((10, 100, 300, 1000, 3000))
-        client_id = f"c{self.summary.commands}"
-        kind = rnd.random()
-        if kind < 0.3:
-            tif = TimeInForce.FOK if rnd.random() < 0.3 else TimeInForce.IOC
-            return SubmitOrder(member, symbol, side, qty, None, OrderType.MARKET, tif, client_id)
-        best = book.best_ask() if side is Side.BUY else book.best_bid()
-        price = best[0] if best else self.fair_fen[symbol]
-        tif = TimeInForce.FOK if kind < 0.45 else TimeInForce.IOC if kind < 0.8 else TimeInForce.DAY
-        return SubmitOrder(member, symbol, side, qty, price, OrderType.LIMIT, tif, client_id)
-
-    def _cancel_or_amend(self, member: str, symbol: str, book):
-        rnd = self.random
-        orders = book.open_orders(member)
-        if not orders or rnd.random() < 0.05:  # sometimes an id that is not theirs or not open
-            return CancelOrder(member, symbol, rnd.randint(1, max(self.engine.last_seq, 1)))
-        order = rnd.choice(orders)
-        if rnd.random() < 0.75:
-            return CancelOrder(member, symbol, order.order_id)
-        if rnd.random() < 0.5 and order.qty_t > 1:
-            return AmendOrder(member, symbol, order.order_id, order.qty_t // 2, order.price_fen)
-        price = min(max(order.price_fen + rnd.randint(-10, 10), book.lower_fen), book.upper_fen)
-        return AmendOrder(member, symbol, order.order_id, order.qty_t + 10, price)
-
-    def _bad_order(self, member: str, symbol: str, book) -> SubmitOrder:
-        rnd = self.random
-        side = rnd.choice((Side.BUY, Side.SELL))
-        choice = rnd.randrange(4)
-        if choice == 0:  # too big for open bidding: a block trade
-            return SubmitOrder(member, symbol, side, 150_000, self.fair_fen[symbol])
-        if choice == 1:
-            return SubmitOrder(member, symbol, side, 100, book.upper_fen + rnd.randint(1, 100))
-        if choice == 2:  # more than the member can pay for or deliver
-            return SubmitOrder(member, symbol, side, 99_000, self.fair_fen[symbol])
-        return SubmitOrder(member, symbol, side, 0, self.fair_fen[symbol])
+def operator_command(action: OperatorAction):
+    """The engine command an operator action is."""
+    match action.kind:
+        case "halt":
+            return HaltInstrument(action.symbol)
+        case "resume":
+            return ResumeInstrument(action.symbol)
+        case "kill":
+            return KillSwitch(action.member_id)
+        case "restore":
+            return SetMemberStatus(action.member_id, MemberStatus.ACTIVE)
+        case "deposit":
+            return Deposit(action.member_id, action.amount_fen)
+        case "withdraw":
+            return Withdraw(action.member_id, action.amount_fen)
+    raise AssertionError(f"an unknown operator action: {action!r}")
 
 
 def describe_rejects(rejects: Counter) -> list[tuple[str, int]]:
     return [(f"{int(r)} {RejectReason(r).name}", n) for r, n in sorted(rejects.items())]
+
