@@ -16,8 +16,14 @@ from pathlib import Path
 from exchange.cli import main
 
 JOURNAL_SHA256 = "936b4eaab74f601701d05c4ad07234953e031c2599af018a3e9423d058560281"
-EVENTS_SHA256 = "f5f5cf31153182f9792ec643728d9c49993dfcea5a472aeb434f0af44c400616"
-STATE_HASH = "3da58404fccd8e846fdab78f930d0e7bfce4defa99dc666f2d82bda1275244d3"
+# Moved by issue 9 part A: OrderRejected carries the refused order's fields (side, order_type,
+# tif, price_fen, qty_t); CommandRejected.command became the CommandName enum (same bytes).
+# Was f5f5cf31153182f9792ec643728d9c49993dfcea5a472aeb434f0af44c400616.
+EVENTS_SHA256 = "886614784ff1497f822b1882df0418f8a0f3c8ecb7f5c71632c6024386b0a739"
+# Moved by issue 9 part B: the risk state's layout (RiskState gains the house accounts and
+# the open holds by kind and id; AccountState loses buy_limits and gains account_kind).
+# Was 3da58404fccd8e846fdab78f930d0e7bfce4defa99dc666f2d82bda1275244d3.
+STATE_HASH = "c5c47ed14de605cade1b00223b913f47f452eeee29d1b3e051b84b2e6e27b488"
 
 
 def test_seeded_in_process_run_journals_the_same_bytes(tmp_path: Path, capsys) -> None:

@@ -7,7 +7,9 @@ import pytest
 from exchange.engine import Engine, ExchangeCore, MemoryJournal
 from exchange.model import (
     AmendOrder,
+    AmendRejected,
     CancelOrder,
+    CancelRejected,
     CloseMarket,
     CommandRejected,
     Deposit,
@@ -20,9 +22,11 @@ from exchange.model import (
     MassCancel,
     MemberKind,
     MemberStatus,
+    OrderRejected,
     OrderType,
     RegisterMember,
     RejectReason,
+    SetInstrumentLimits,
     SetMemberStatus,
     SetRiskLimits,
     SetTradingPhase,
@@ -106,6 +110,15 @@ CASES: dict[RejectReason, list] = {
 }
 
 
+REJECTS = (OrderRejected, CancelRejected, AmendRejected, CommandRejected)
+
+
+def events_of(result) -> list:
+    """The events of ``Engine.execute``'s result: the list itself, or an ``Applied`` record's
+    events (the engine's event-stream API, issue 9)."""
+    return result if isinstance(result, list) else result.events
+
+
 def new_engine() -> Engine:
     return Engine(ExchangeCore([INSTRUMENT], risk_policy=POLICY), MemoryJournal(), clock=lambda: 1)
 
@@ -114,7 +127,7 @@ def run(commands: list) -> list:
     engine = new_engine()
     events: list = []
     for command in commands:
-        events = engine.execute(command)
+        events = events_of(engine.execute(command))
     return events
 
 
@@ -134,7 +147,7 @@ def test_the_setup_alone_is_accepted(reason: RejectReason) -> None:
     """Every command before the last is accepted, so the last one is what the case tests."""
     engine = new_engine()
     for command in CASES[reason][:-1]:
-        rejected = [e for e in engine.execute(command) if hasattr(e, "reason") and not hasattr(e, "qty_t")]
+        rejected = [e for e in events_of(engine.execute(command)) if isinstance(e, REJECTS)]
         assert rejected == [], f"{command} was refused"
 
 
@@ -184,6 +197,54 @@ def test_a_cancel_is_never_refused_for_risk() -> None:
     engine.execute(RESTING)
     for command in (HaltInstrument(SYMBOL), CloseMarket(), SetMemberStatus("alice", MemberStatus.SUSPENDED)):
         engine.execute(command)
-    events = engine.execute(CancelOrder("alice", SYMBOL, RESTING_ID))
+    events = events_of(engine.execute(CancelOrder("alice", SYMBOL, RESTING_ID)))
     assert [type(e).__name__ for e in events] == ["OrderCancelled"]
     assert not any(isinstance(e, CommandRejected) for e in events)
+
+
+@pytest.mark.parametrize(
+    ("band_bps", "max_qty", "reason"),
+    [
+        (10_000, None, RejectReason.LIMIT_OUT_OF_RANGE),  # 100 %: out of range, not "not positive"
+        (25_000, None, RejectReason.LIMIT_OUT_OF_RANGE),
+        (10_000, 0, RejectReason.AMOUNT_NOT_POSITIVE),  # a non-positive value is refused first
+        (-1, None, RejectReason.AMOUNT_NOT_POSITIVE),
+        (None, 0, RejectReason.AMOUNT_NOT_POSITIVE),
+        (None, -5, RejectReason.AMOUNT_NOT_POSITIVE),
+    ],
+)
+def test_instrument_limits_out_of_range(band_bps, max_qty, reason) -> None:
+    events = run([*OPEN, SetInstrumentLimits(SYMBOL, band_bps, max_qty)])
+    assert events == [CommandRejected("SetInstrumentLimits", reason, SYMBOL)]
+
+
+def test_instrument_band_just_below_100_percent_is_accepted() -> None:
+    events = run([*OPEN, SetInstrumentLimits(SYMBOL, 9_999)])
+    assert [type(e).__name__ for e in events] == ["InstrumentLimitsChanged"]
+
+
+def test_order_rejected_carries_the_order() -> None:
+    """A consumer can report a reject from the event alone."""
+    market = buy(100, None, order_type=OrderType.MARKET, tif=TimeInForce.FOK, member="carol")
+    [event] = run([*OPEN, market])
+    assert event == OrderRejected(
+        "carol", SYMBOL, "", RejectReason.UNKNOWN_MEMBER, Side.BUY, OrderType.MARKET, TimeInForce.FOK, None, 100,
+    )
+    [event] = run([*OPEN, sell(200, 10_000, member="bob")])
+    assert (event.side, event.order_type, event.tif, event.price_fen, event.qty_t) == (
+        Side.SELL, OrderType.LIMIT, TimeInForce.DAY, 10_000, 200,
+    )
+
+
+def test_command_rejected_names_the_command_as_before() -> None:
+    """``CommandRejected.command`` is a ``CommandName``; it still equals the command's class
+    name and encodes to the same bytes as the string did."""
+    import msgspec
+
+    from exchange.model import CommandName
+
+    [event] = run([*OPEN, StartDay("2026-11-24")])
+    assert event.command is CommandName.START_DAY and event.command == "StartDay" and f"{event.command}" == "StartDay"
+    as_string = CommandRejected("StartDay", RejectReason.DAY_ALREADY_OPEN)  # type: ignore[arg-type]
+    assert msgspec.msgpack.encode(event) == msgspec.msgpack.encode(as_string)
+    assert msgspec.json.decode(msgspec.json.encode(event), type=CommandRejected) == event

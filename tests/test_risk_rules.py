@@ -157,14 +157,27 @@ class Market:
     def resting(self, member, symbol=CEA) -> list[tuple]:
         return [(o.order_id, o.side, o.price_fen, o.qty_t) for o in self.core.books[symbol].open_orders(member)]
 
+    def order_holds(self, member) -> list[tuple]:
+        """The member's open order holds: (order id, asset, amount, price)."""
+        return sorted(
+            (order_id, h.asset, h.amount, h.price_fen)
+            for order_id, h in self.core.risk.ledger.orders.held.items() if h.account.member_id == member
+        )
+
     def money(self, member) -> tuple:
         """The account's balances and reservations (not its order-rate bucket)."""
         a = self.account(member)
         return (
             a.cash_available_fen, a.cash_reserved_fen, a.cash_pending_fen, a.cash_obligation_fen,
             sorted((s, msgspec.structs.astuple(h)) for s, h in a.holdings.items()),
-            list(a.unlocks), sorted(a.buy_limits.items()), a.open_orders, a.pending_buy_t, a.position_t,
+            list(a.unlocks), self.order_holds(member), a.open_orders, a.pending_buy_t, a.position_t,
         )
+
+
+def events_of(result) -> list:
+    """The events of ``Engine.execute``'s result: the list itself, or an ``Applied`` record's
+    events (the engine's event-stream API, issue 9)."""
+    return result if isinstance(result, list) else result.events
 
 
 def kinds(events: list) -> list[str]:
@@ -632,7 +645,8 @@ def test_set_instrument_limits_band_applies_at_once() -> None:
     m(SetInstrumentLimits(CEA, band_bps=2_000, max_order_qty_t=10))
     assert type(m.buy("alice", 1, 1_150)[0]) is OrderAccepted
     assert reason(m.buy("alice", 11, 1_000)) == R.QTY_ABOVE_MAXIMUM
-    assert reason(m(SetInstrumentLimits(CEA, band_bps=10_000))) == R.AMOUNT_NOT_POSITIVE
+    assert reason(m(SetInstrumentLimits(CEA, band_bps=10_000))) == R.LIMIT_OUT_OF_RANGE  # 100 %: out of range
+    assert reason(m(SetInstrumentLimits(CEA, band_bps=-1))) == R.AMOUNT_NOT_POSITIVE
 
 
 # -- linked accounts ---------------------------------------------------------------------------
@@ -808,7 +822,7 @@ def test_engine_journal_replay_rebuilds_the_risk_state() -> None:
     journal = MemoryJournal()
     live = ExchangeCore(INSTRUMENTS, SelfTradePolicy.CANCEL_NEWEST, m.core.risk.policy)
     engine = Engine(live, journal, clock=lambda: next(clock))
-    events = [engine.execute(command) for _, _, command in m.log + [(0, 0, c) for c in FOLLOW_UP]]
+    events = [events_of(engine.execute(command)) for _, _, command in m.log + [(0, 0, c) for c in FOLLOW_UP]]
     engine.flush()
     fresh = ExchangeCore(INSTRUMENTS, SelfTradePolicy.CANCEL_NEWEST, m.core.risk.policy)
     replayed = [e for _, _, e in replay(fresh, MemoryJournal(data=journal.getvalue()).records())]

@@ -43,7 +43,7 @@ def test_the_day_opens_on_the_registry_holdings() -> None:
         engine.execute(Deposit(member, 100))
     engine.execute(StartDay("2026-11-23"))
     symbols = sorted(engine.core.books)
-    loaded = [e for c in load_holdings_commands(registry(), ["M1", "M2"], symbols) for e in engine.execute(c)]
+    loaded = [e for c in load_holdings_commands(registry(), ["M1", "M2"], symbols) for e in engine.execute(c).events]
     assert all(isinstance(e, HoldingLoaded) for e in loaded)
     accounts = engine.core.risk.accounts
     assert accounts["M1"].holdings["CEA-2025"].available_t == 1_500

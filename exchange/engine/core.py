@@ -15,6 +15,8 @@ Decisions worth knowing:
 * Every order command passes the risk gate (``exchange.risk``) before it reaches a book, and
   the gate books every event a book produces (reservations, obligations, releases). Cancels
   are never refused for risk.
+* ``SetInstrumentLimits``: a negative band or a maximum quantity of zero or less is
+  ``AMOUNT_NOT_POSITIVE``; a band of 10,000 bps (100 %) or more is ``LIMIT_OUT_OF_RANGE``.
 * Start of day rolls the accounts (the previous day taken as settled) before the books open,
   so GTC orders cancelled at the open release into the new day's accounts.
 """
@@ -49,7 +51,7 @@ from exchange.model.commands import (
     SubmitOrder,
     Withdraw,
 )
-from exchange.model.enums import CancelReason, InstrumentKind, SelfTradePolicy
+from exchange.model.enums import CancelReason, CommandName, InstrumentKind, SelfTradePolicy
 from exchange.model.events import AmendRejected, CancelRejected, CommandRejected, OrderRejected
 from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
@@ -121,7 +123,10 @@ class ExchangeCore:
                 if reports:
                     events.extend(reports)
                 return events
-        return [OrderRejected(command.member_id, command.instrument, command.client_order_id, reason)]
+        return [OrderRejected(
+            command.member_id, command.instrument, command.client_order_id, reason,
+            command.side, command.order_type, command.tif, command.price_fen, command.qty_t,
+        )]
 
     def _dispatch(self, ts_ns: int, command: Command) -> list:
         risk = self.risk
@@ -150,12 +155,14 @@ class ExchangeCore:
                 return risk.withdraw(command)
             case LoadHolding():
                 if command.instrument not in self.books:
-                    return [CommandRejected("LoadHolding", RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+                    return [CommandRejected(CommandName.LOAD_HOLDING, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
                 return risk.load_holding(command)
             case HaltInstrument() | ResumeInstrument():
+                halting = type(command) is HaltInstrument
                 if command.instrument not in self.books:
-                    return [CommandRejected(type(command).__name__, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
-                return risk.halt(command.instrument, type(command) is HaltInstrument)
+                    name = CommandName.HALT_INSTRUMENT if halting else CommandName.RESUME_INSTRUMENT
+                    return [CommandRejected(name, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+                return risk.halt(command.instrument, halting)
             case CloseMarket():
                 return risk.close_market(True)
             case ReopenMarket():
@@ -184,7 +191,7 @@ class ExchangeCore:
         elif command.instrument in self.books:
             symbols = [command.instrument]
         else:
-            return [CommandRejected("MassCancel", RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+            return [CommandRejected(CommandName.MASS_CANCEL, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
         events: list = []
         for symbol in symbols:
             events.extend(self.books[symbol].mass_cancel(command.member_id))
@@ -203,20 +210,21 @@ class ExchangeCore:
     def _set_instrument_limits(self, command: SetInstrumentLimits) -> list:
         book = self.books.get(command.instrument)
         if book is None:
-            return [CommandRejected("SetInstrumentLimits", RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
-        band_ok = command.band_bps is None or 0 <= command.band_bps < 10_000
-        qty_ok = command.max_order_qty_t is None or command.max_order_qty_t > 0
-        if not (band_ok and qty_ok):
-            return [CommandRejected("SetInstrumentLimits", RejectReason.AMOUNT_NOT_POSITIVE, command.instrument)]
+            return [CommandRejected(CommandName.SET_INSTRUMENT_LIMITS, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
+        band, max_qty = command.band_bps, command.max_order_qty_t
+        if (band is not None and band < 0) or (max_qty is not None and max_qty <= 0):
+            return [CommandRejected(CommandName.SET_INSTRUMENT_LIMITS, RejectReason.AMOUNT_NOT_POSITIVE, command.instrument)]
+        if band is not None and band >= 10_000:  # a band of 100 % or more would let the price reach 0
+            return [CommandRejected(CommandName.SET_INSTRUMENT_LIMITS, RejectReason.LIMIT_OUT_OF_RANGE, command.instrument)]
         events = book.set_limits(command.band_bps, command.max_order_qty_t)
         self.risk.apply(events)
         return events
 
     def _start_day(self, command: StartDay) -> list:
         if self.day_open:
-            return [CommandRejected("StartDay", RejectReason.DAY_ALREADY_OPEN)]
+            return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_ALREADY_OPEN)]
         if command.trading_day <= self.trading_day:
-            return [CommandRejected("StartDay", RejectReason.DAY_NOT_AFTER_PREVIOUS)]
+            return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_NOT_AFTER_PREVIOUS)]
         self.trading_day = command.trading_day
         self.day_open = True
         self.risk.start_day()
@@ -228,7 +236,7 @@ class ExchangeCore:
 
     def _end_day(self) -> list:
         if not self.day_open:
-            return [CommandRejected("EndDay", RejectReason.DAY_NOT_OPEN)]
+            return [CommandRejected(CommandName.END_DAY, RejectReason.DAY_NOT_OPEN)]
         self.day_open = False
         events: list = []
         for symbol in self._symbols:

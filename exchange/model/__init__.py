@@ -23,7 +23,10 @@ from exchange.model.commands import (
     Withdraw,
 )
 from exchange.model.enums import (
+    AccountKind,
     CancelReason,
+    CommandName,
+    HoldKind,
     InstrumentKind,
     MemberKind,
     MemberStatus,
@@ -64,9 +67,9 @@ from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
 
 __all__ = [
-    "AmendOrder", "AmendRejected", "CancelOrder", "CancelReason", "CancelRejected", "CloseMarket",
+    "AccountKind", "AmendOrder", "AmendRejected", "CancelOrder", "CancelReason", "CancelRejected", "CloseMarket", "CommandName",
     "Command", "CommandRejected", "DayClosed", "DayStarted", "Deposit", "EndDay", "Event",
-    "FundsDeposited", "FundsWithdrawn", "HaltInstrument", "HeldPosition", "HoldingLoaded", "Instrument",
+    "FundsDeposited", "FundsWithdrawn", "HaltInstrument", "HoldKind", "HeldPosition", "HoldingLoaded", "Instrument",
     "InstrumentKind", "InstrumentLimitsChanged", "InstrumentStatusChanged", "KillSwitch",
     "LargeHolderThresholdCrossed", "LoadHolding", "MarketStatusChanged", "MassCancel",
     "MemberKind", "MemberPosition", "MemberRegistered", "MemberStatus", "MemberStatusChanged", "OrderAccepted",

@@ -1,4 +1,5 @@
-"""Small closed vocabularies. ``IntEnum`` so they encode as compact integers in the journal."""
+"""Small closed vocabularies. ``IntEnum`` so they encode as compact integers in the journal
+(``CommandName`` is the one ``StrEnum``: it names commands in reject events)."""
 
 from __future__ import annotations
 
@@ -63,3 +64,53 @@ class TradingPhase(enum.IntEnum):
     CONTINUOUS = 2  # 09:30-11:30 and 13:00-15:00
     BREAK = 3  # the midday break
     POST_CLOSE = 4  # after 15:00 until the end of the day
+
+
+class CommandName(enum.StrEnum):
+    """The name of a command, as ``CommandRejected.command`` reports it.
+
+    The values are exactly the command classes' names (the bytes the events carried when this
+    was a free string), so msgspec encodes the same bytes. A ``StrEnum`` (a ``str`` and an
+    ``Enum``): ``event.command == "StartDay"`` still holds, and ``str()``/f-strings give the value.
+    """
+
+    SUBMIT_ORDER = "SubmitOrder"
+    CANCEL_ORDER = "CancelOrder"
+    AMEND_ORDER = "AmendOrder"
+    MASS_CANCEL = "MassCancel"
+    START_DAY = "StartDay"
+    END_DAY = "EndDay"
+    REGISTER_MEMBER = "RegisterMember"
+    SET_MEMBER_STATUS = "SetMemberStatus"
+    KILL_SWITCH = "KillSwitch"
+    DEPOSIT = "Deposit"
+    WITHDRAW = "Withdraw"
+    LOAD_HOLDING = "LoadHolding"
+    HALT_INSTRUMENT = "HaltInstrument"
+    RESUME_INSTRUMENT = "ResumeInstrument"
+    CLOSE_MARKET = "CloseMarket"
+    REOPEN_MARKET = "ReopenMarket"
+    SET_TRADING_PHASE = "SetTradingPhase"
+    SET_RISK_LIMITS = "SetRiskLimits"
+    SET_INSTRUMENT_LIMITS = "SetInstrumentLimits"
+
+
+class AccountKind(enum.IntEnum):
+    """Whose account it is. Only a MEMBER trades on the book; the others are the exchange's
+    and the regulator's own accounts, kept beside the members' so that conservation counts
+    every fen and tonne (auctions sell from the reserve, buy-backs pay from the fund)."""
+
+    MEMBER = 1
+    ADJUSTMENT_RESERVE = 2  # the regulator's allowances for auctions, adjustments and buy-backs
+    BUYBACK_FUND = 3  # the special fund that pays for buy-backs
+    AUCTION_PROCEEDS = 4  # what auction winners pay
+    EXCHANGE_FEES = 5  # the exchange's own fee account
+
+
+class HoldKind(enum.IntEnum):
+    """What a hold backs; with an integer id (the order id, the quote id ...) it names a hold."""
+
+    ORDER = 1  # a resting or incoming order on the book (id: the exchange order id)
+    BLOCK_QUOTE = 2  # a negotiated block quote or counter-offer
+    AUCTION_BID = 3  # a sealed bid in a regulator auction
+    BUYBACK_OFFER = 4  # an offer into a regulator buy-back

@@ -8,7 +8,16 @@ from __future__ import annotations
 
 import msgspec
 
-from exchange.model.enums import CancelReason, MemberKind, MemberStatus, OrderType, Side, TimeInForce, TradingPhase
+from exchange.model.enums import (
+    CancelReason,
+    CommandName,
+    MemberKind,
+    MemberStatus,
+    OrderType,
+    Side,
+    TimeInForce,
+    TradingPhase,
+)
 from exchange.model.rejects import RejectReason
 
 
@@ -28,10 +37,21 @@ class OrderAccepted(msgspec.Struct, frozen=True, tag=True):
 
 
 class OrderRejected(msgspec.Struct, frozen=True, tag=True):
+    """A new order refused. Self-sufficient: it carries the refused order's own fields, so a
+    consumer (the gateway's order tracker, a drop copy) can report the reject from the event
+    alone. The fields after ``reason`` have defaults so that a bare 4-field construction (the
+    book's own) stays valid; the core fills them from the ``SubmitOrder``. ``price_fen`` is
+    None for a market order, as submitted."""
+
     member_id: str
     instrument: str
     client_order_id: str
     reason: RejectReason
+    side: Side | None = None
+    order_type: OrderType | None = None
+    tif: TimeInForce | None = None
+    price_fen: int | None = None
+    qty_t: int = 0
 
 
 class OrderFilled(msgspec.Struct, frozen=True, tag=True):
@@ -99,7 +119,7 @@ class CommandRejected(msgspec.Struct, frozen=True, tag=True):
     """A command that is not about one order (day, member, funds, controls) refused.
     ``subject`` names what it was about (a member or instrument), when anything."""
 
-    command: str
+    command: CommandName
     reason: RejectReason
     subject: str = ""
 
