@@ -114,9 +114,8 @@ REJECTS = (OrderRejected, CancelRejected, AmendRejected, CommandRejected)
 
 
 def events_of(result) -> list:
-    """The events of ``Engine.execute``'s result: the list itself, or an ``Applied`` record's
-    events (the engine's event-stream API, issue 9)."""
-    return result if isinstance(result, list) else result.events
+    """The events of ``Engine.execute``'s result (an ``Applied`` record)."""
+    return result.events
 
 
 def new_engine() -> Engine:
@@ -248,3 +247,12 @@ def test_command_rejected_names_the_command_as_before() -> None:
     as_string = CommandRejected("StartDay", RejectReason.DAY_ALREADY_OPEN)  # type: ignore[arg-type]
     assert msgspec.msgpack.encode(event) == msgspec.msgpack.encode(as_string)
     assert msgspec.json.decode(msgspec.json.encode(event), type=CommandRejected) == event
+
+
+def test_a_session_guard_is_reported_for_a_member_and_refused_for_a_stranger() -> None:
+    from exchange.model import SetSessionGuard
+    from exchange.model.events import SessionGuardSet
+
+    assert run([*MEMBERS, SetSessionGuard("alice", True, 30_000)]) == [SessionGuardSet("alice", True, 30_000)]
+    [refused] = run([*MEMBERS, SetSessionGuard("carol", True)])
+    assert (refused.command, refused.reason, refused.subject) == ("SetSessionGuard", RejectReason.UNKNOWN_MEMBER, "carol")

@@ -44,6 +44,7 @@ from exchange.model.commands import (
     ReopenMarket,
     ResumeInstrument,
     SetInstrumentLimits,
+    SetSessionGuard,
     SetMemberStatus,
     SetRiskLimits,
     SetTradingPhase,
@@ -52,7 +53,7 @@ from exchange.model.commands import (
     Withdraw,
 )
 from exchange.model.enums import CancelReason, CommandName, InstrumentKind, SelfTradePolicy
-from exchange.model.events import AmendRejected, CancelRejected, CommandRejected, OrderRejected
+from exchange.model.events import AmendRejected, CancelRejected, CommandRejected, Event, OrderRejected, SessionGuardSet
 from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
 from exchange.risk import RiskGate, RiskPolicy
@@ -171,6 +172,8 @@ class ExchangeCore:
                 return risk.set_limits(command)
             case SetInstrumentLimits():
                 return self._set_instrument_limits(command)
+            case SetSessionGuard():
+                return self._set_session_guard(command)
         raise AssertionError(f"unhandled command {type(command).__name__}")
 
     def _amend(self, ts_ns: int, command: AmendOrder) -> list:
@@ -206,6 +209,11 @@ class ExchangeCore:
             events.extend(self.books[symbol].mass_cancel(command.member_id, CancelReason.KILL_SWITCH))
         self.risk.apply(events)
         return events
+
+    def _set_session_guard(self, command: SetSessionGuard) -> list[Event]:
+        if command.member_id not in self.risk.accounts:
+            return [CommandRejected(CommandName.SET_SESSION_GUARD, RejectReason.UNKNOWN_MEMBER, command.member_id)]
+        return [SessionGuardSet(command.member_id, command.cancel_on_disconnect, command.dead_man_ms)]
 
     def _set_instrument_limits(self, command: SetInstrumentLimits) -> list:
         book = self.books.get(command.instrument)

@@ -15,6 +15,7 @@ from exchange.model.commands import (
     ReopenMarket,
     ResumeInstrument,
     SetInstrumentLimits,
+    SetSessionGuard,
     SetMemberStatus,
     SetRiskLimits,
     SetTradingPhase,
@@ -75,7 +76,7 @@ __all__ = [
     "MemberKind", "MemberPosition", "MemberRegistered", "MemberStatus", "MemberStatusChanged", "OrderAccepted",
     "OrderAmended", "OrderCancelled", "OrderExpired", "OrderFilled", "OrderRejected", "OrderType",
     "RegisterMember", "RejectReason", "ReopenMarket", "ResumeInstrument", "RiskLimitsChanged",
-    "SelfTradePolicy", "SetInstrumentLimits", "SetMemberStatus", "SetRiskLimits",
+    "SelfTradePolicy", "SetInstrumentLimits", "SetSessionGuard", "SetMemberStatus", "SetRiskLimits",
     "SetTradingPhase", "Side", "StartDay", "SubmitOrder", "TimeInForce", "TradingPhase",
     "TradingPhaseChanged", "Withdraw",
 ]

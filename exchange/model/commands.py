@@ -175,9 +175,22 @@ class SetInstrumentLimits(msgspec.Struct, **_ADMIN):
     max_order_qty_t: Limit | None = None
 
 
+class SetSessionGuard(msgspec.Struct, **_ADMIN):
+    """The gateway records, in the journal, what protects a member's resting orders when its
+    sessions go away: cancel-on-disconnect and the dead-man timer (``dead_man_ms``, 0: off).
+    The journal, not the gateway's memory, must know it, so that a crash of the server cannot
+    leave the orders of a member who never comes back resting: after a restart the gateway
+    cancels them once the member's grace period has passed without a logon. The core only
+    checks the member and reports the guard; it changes nothing else."""
+
+    member_id: MemberId
+    cancel_on_disconnect: bool
+    dead_man_ms: Annotated[int, msgspec.Meta(ge=0, le=86_400_000)] = 0
+
+
 Command = (
     SubmitOrder | CancelOrder | AmendOrder | MassCancel | StartDay | EndDay | RegisterMember
     | SetMemberStatus | KillSwitch | Deposit | Withdraw | LoadHolding | HaltInstrument
     | ResumeInstrument | CloseMarket | ReopenMarket | SetTradingPhase | SetRiskLimits
-    | SetInstrumentLimits
+    | SetInstrumentLimits | SetSessionGuard
 )

@@ -93,6 +93,7 @@ class CommandName(enum.StrEnum):
     SET_TRADING_PHASE = "SetTradingPhase"
     SET_RISK_LIMITS = "SetRiskLimits"
     SET_INSTRUMENT_LIMITS = "SetInstrumentLimits"
+    SET_SESSION_GUARD = "SetSessionGuard"
 
 
 class AccountKind(enum.IntEnum):

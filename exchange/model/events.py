@@ -220,6 +220,15 @@ class InstrumentLimitsChanged(msgspec.Struct, frozen=True, tag=True):
     upper_fen: int
 
 
+class SessionGuardSet(msgspec.Struct, frozen=True, tag=True):
+    """What now protects a member's resting orders when its sessions are gone (see
+    ``SetSessionGuard``): the gateway's guard projection keeps the latest per member."""
+
+    member_id: str
+    cancel_on_disconnect: bool
+    dead_man_ms: int
+
+
 class LargeHolderThresholdCrossed(msgspec.Struct, frozen=True, tag=True):
     """A member's position reached the reporting threshold (by default 80 % of its limit).
     Reported once each time it crosses upwards; it does not reject anything."""
@@ -278,4 +287,5 @@ Event = (
     | InstrumentLimitsChanged
     | LargeHolderThresholdCrossed
     | MemberPosition
+    | SessionGuardSet
 )
