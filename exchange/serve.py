@@ -1,10 +1,13 @@
 """``exchange serve``: the engine and the gateway in one process (a composition root).
 
-It opens the exchange from the data directory (the journal and snapshots, SQLite stores in the
-same directory unless ``--clearing-db`` names a database URL), which recovers the engine from
-snapshot and journal; the hub then rebuilds the gateway's view of orders and books from the
-journal; aiohttp serves members on ``/ws`` and operators on the HTTP API. It prints the URL
-and where the operator tokens are.
+:func:`compose` wires one served exchange: it builds the gateway's views (the order tracker,
+market data, alerts and metrics: snapshotted projections of the engine's stream), opens the
+exchange from the data directory with them (the journal and snapshots, SQLite stores in the
+same directory unless ``--clearing-db`` names a database URL), which recovers the engine and
+the views from the newest snapshot and the journal's tail; then it adapts the exchange to the
+gateway's service port (:class:`exchange.service.ExchangeService`) and builds the hub and
+the aiohttp server on it: members on ``/ws``, operators on the HTTP API. ``exchange serve``
+prints the URL and where the operator tokens are.
 
 SIGINT or SIGTERM stop it gracefully: no new connections, every session told
 (``session_closing``: ``server_shutdown``), the command queue drained, the journal flushed and
@@ -24,12 +27,65 @@ import logging
 import signal
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 from exchange.app import Exchange
-from exchange.config import ConfigError, load_config
+from exchange.config import Config, ConfigError, load_config
 from exchange.gateway.hub import Hub
 from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
+from exchange.gateway.views import GatewayViews
+from exchange.service import ExchangeService
+from registry_adapter.port import Registry
+
+
+@dataclass
+class ServedExchange:
+    """One served exchange's parts, as :func:`compose` wired them."""
+
+    exchange: Exchange
+    service: ExchangeService
+    views: GatewayViews
+    hub: Hub
+    server: GatewayServer
+    tokens: dict[str, str]
+    tokens_path: Path
+
+    async def start(self) -> str:
+        """Start the hub and the site; the URL."""
+        return await self.server.start()
+
+    async def stop(self) -> None:
+        """Tell the sessions, drain the queue, commit, stop the site (the exchange stays open)."""
+        await self.server.stop()
+
+    def close(self) -> None:
+        """Close the exchange (journal, stores, the registry it opened)."""
+        self.exchange.close()
+
+
+def compose(
+    config: Config, data_dir: Path, clock: Callable[[], int] = time.time_ns, *,
+    clearing_url: str | None = None, registry: Registry | None = None,
+    operator_tokens_file: Path | None = None, host: str = "127.0.0.1", port: int = 0,
+    **hub_options: Any,
+) -> ServedExchange:
+    """Open the exchange over ``data_dir`` with the gateway's views and wire the gateway to
+    it (not started: ``await served.start()``). ``hub_options`` go to :class:`Hub`
+    (``max_connections_per_member``, ``max_outbound``, ``max_errors_per_minute``)."""
+    views = GatewayViews.build(sorted(item.symbol for item in config.listed_instruments()))
+    exchange = Exchange.open(config, data_dir, clock, clearing_url=clearing_url, registry=registry, views=views.projections())
+    try:
+        credentials, save = credential_store(data_dir)
+        tokens, tokens_path = operator_tokens(data_dir, operator_tokens_file)
+        service = ExchangeService(exchange)
+        hub = Hub(service, config, credentials, views, on_credentials_changed=save, **hub_options)
+        server = GatewayServer(hub, tokens, host, port)
+    except BaseException:
+        exchange.close()
+        raise
+    return ServedExchange(exchange, service, views, hub, server, tokens, tokens_path)
 
 
 def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -58,22 +114,25 @@ def serve(args: argparse.Namespace) -> int:
 async def run(args: argparse.Namespace) -> int:
     config = load_config(args.config)
     data_dir = Path(args.data_dir)
-    exchange = Exchange.open(config, data_dir, time.time_ns, clearing_url=args.clearing_db)
+    served = compose(
+        config, data_dir, time.time_ns, clearing_url=args.clearing_db,
+        operator_tokens_file=Path(args.operator_tokens) if args.operator_tokens else None,
+        host=args.host, port=args.port,
+        max_connections_per_member=args.max_connections_per_member, max_outbound=args.max_outbound,
+    )
     try:
-        credentials, save = credential_store(data_dir)
-        tokens, tokens_path = operator_tokens(data_dir, Path(args.operator_tokens) if args.operator_tokens else None)
-        hub = Hub(exchange, config, credentials, max_connections_per_member=args.max_connections_per_member,
-                  max_outbound=args.max_outbound, on_credentials_changed=save)
-        server = GatewayServer(hub, tokens, args.host, args.port)
-        url = await server.start()
+        url = await served.start()
+        restored = served.views.restored_seq
         print(f"exchange serving on {url} (members: {url.replace('http', 'ws', 1)}/ws); "
-              f"state at seq {exchange.engine.last_seq}; operator tokens in {tokens_path}", flush=True)
-        await wait_for_signal(hub)
+              f"state at seq {served.service.last_seq} (gateway views from "
+              f"{f'the snapshot at seq {restored}' if restored else 'the whole journal'}); "
+              f"operator tokens in {served.tokens_path}", flush=True)
+        await wait_for_signal(served.hub)
         print("shutting down: telling clients, draining the queue, flushing the journal", flush=True)
-        await server.stop()
+        await served.stop()
     finally:
-        exchange.close()
-    return 0 if hub.fatal is None else 1
+        served.close()
+    return 0 if served.hub.fatal is None else 1
 
 
 async def wait_for_signal(hub: Hub) -> None:

@@ -1,40 +1,14 @@
-"""The member gateway: the protocol's pure layer, without I/O.
+"""The gateway: the exchange's aiohttp shell, behind a small service port.
 
-``wire`` (messages, decoding, encoding, conversions to engine commands), ``auth`` (API keys
-and signed logons), ``orders`` (execution reports and L2 depth from engine events) and
-``market_data`` (the public feed). The aiohttp server that does the I/O wires these to the
-engine; ``docs/protocol.md`` is the protocol as members read it.
+* ``port`` - the Protocol the gateway asks of the running exchange (``ExchangePort``) and
+  the structs its reads return; the composition root adapts the exchange to it.
+* ``views`` - the gateway's projections of the engine's stream, built together.
+* ``hub`` - the one queue into the exchange: group commit, routing, sessions, timers.
+* ``server`` - the aiohttp application, the gateway's files, start and stop.
+* ``member/`` - the member WebSocket: wire protocol, logon auth, sessions, order tracker,
+  market data (``docs/protocol.md``).
+* ``operator/`` - the operator HTTP API, its OpenAPI document, the role table, metrics and
+  the regulator's alerts (``docs/operator-api.md``).
+
+The package imports nothing itself, so importing one module never drags in the others.
 """
-
-from exchange.gateway.auth import (
-    AuthError,
-    AuthFailure,
-    Authenticator,
-    CredentialRecord,
-    CredentialState,
-    CredentialStore,
-    IssuedCredential,
-    sign_logon,
-)
-from exchange.gateway.market_data import MarketData
-from exchange.gateway.orders import Depth, LevelChanges, OrderTracker, TrackedOrder, execution_report
-from exchange.gateway.wire import (
-    ErrorBudget,
-    ErrorCode,
-    InboundMessage,
-    OutboundMessage,
-    WireError,
-    decode_inbound,
-    decode_outbound,
-    encode,
-    format_price,
-    parse_price,
-)
-
-__all__ = [
-    "AuthError", "AuthFailure", "Authenticator", "CredentialRecord", "CredentialState",
-    "CredentialStore", "Depth", "ErrorBudget", "ErrorCode", "InboundMessage", "IssuedCredential",
-    "LevelChanges", "MarketData", "OrderTracker", "OutboundMessage", "TrackedOrder", "WireError",
-    "decode_inbound", "decode_outbound", "encode", "execution_report", "format_price",
-    "parse_price", "sign_logon",
-]

@@ -1,53 +1,54 @@
-"""The hub: the one object that owns the running exchange for the gateway.
+"""The hub: the one object that drives the running exchange for the gateway.
 
-It holds the :class:`~exchange.app.Exchange`, the :class:`OrderTracker` and the
-:class:`MarketData` built from its events, the credential store and the authenticator, the
-connected member sessions, the dead-man timers, the regulator's alerts and the metrics.
-Member sessions and the operator API never touch the engine: they hand the hub work and await
-the result.
+It holds the service port (:class:`~exchange.gateway.port.ExchangePort`, the composition
+root's adapter of the exchange), the gateway's views (the order tracker, market data, alerts
+and metrics: projections of the engine's stream, :mod:`exchange.gateway.views`), the
+credential store and the authenticator, the connected member sessions and the dead-man
+timers. Member sessions and the operator API never touch the exchange: they hand the hub
+work and await the result.
 
 Decisions:
 
 * **One queue, one task.** The engine is single-threaded, so every command from every
   session and from the operator API goes through one ``asyncio.Queue`` drained by one task.
   The task takes everything queued (up to :data:`MAX_BATCH`), executes each job, then
-  flushes the journal **once** for the batch (group commit), and only then feeds each job's
-  events to the tracker and market data, routes private messages to the sessions of the
-  member(s) concerned and public ones to subscribers, and resolves the callers' futures. So
-  no acknowledgement leaves before its command is durable, and under load the fsync is paid
+  commits **once** for the batch (group commit: ``ExchangePort.commit`` makes the journal
+  durable and hands the records it now covers to the projections). Only then does it drain
+  the tracker's and the market data's outboxes, route the private messages to the sessions
+  of the member(s) concerned and the public ones to subscribers (merged in stream order:
+  per record, private before public), and resolve each caller's future with its job's
+  result (an :class:`~exchange.model.stream.Applied` record for a command). So no
+  acknowledgement leaves before its command is durable, and under load the fsync is paid
   once per batch, not per order.
-* **Group commit flushes the journal, not the SQL stores.** ``Engine.flush`` makes the
-  journal durable; the trade store batches its own writes (and is flushed at snapshots, end
-  of day, settlement, shutdown and before the regulator reads trades). The stores are
-  rebuilt from the journal on recovery anyway, so an acknowledgement needs only the journal.
+* **The views see only durable records.** The engine delivers to its projections in its
+  flush, never as it applies: a message about a command the journal could still lose is
+  never built, let alone sent. The SQL stores follow the same stream in a worker thread.
 * **Operator jobs are queued too.** Start and end of day, deposits, store reads: anything
-  that touches the engine or the stores runs inside the drain task, in order with the orders.
-  A job is a function of the :class:`Exchange` returning the events it caused.
+  that touches the exchange runs inside the drain task, in order with the orders. A job is
+  a function of the port.
 * **Settlement runs in a worker thread while the engine is paused.** Settlement posts to the
-  registry and the cash ledger for a while (seconds on a big day). The engine's event sink
-  writes to the same stores from the loop thread, and the journal is not thread-safe, so the
-  two must not overlap. The drain task therefore awaits the settlement thread before it takes
-  the next job: the engine (and so every store) is paused, commands wait in the queue, but the
-  event loop stays free for heartbeats, market data snapshots, logons and HTTP reads that do
-  not touch the stores. Members see a pause in acknowledgements, never a blocked socket.
-* **A command that raises is a broken invariant.** The engine has already journalled it;
-  the hub fails the batch's callers, records the exception and stops (``fatal``), and the
-  server shuts down: a restart replays the journal into the same assertion, which is a bug to
-  fix, never input to skip.
-* **Start-up rebuilds the tracker and market data from the whole journal.** Snapshots hold
-  the core's state, not client order ids or the gateway's view of each order, so after
-  ``Exchange.open`` recovered the engine the hub replays every journal record from sequence 1
-  through a scratch core (built as ``exchange.app.build_core``) and feeds the events to a
-  fresh tracker and market data. Cost: one more pass over the whole journal at start-up
-  (roughly the engine's apply time plus ~1 us per event for the tracker: a few seconds per
-  million commands) and a second core in memory while it runs. The scratch core's state hash
-  must equal the recovered engine's, which checks snapshot and journal against each other.
-  A journal compacted at a snapshot would need the tracker's own persisted state (not done).
-* **Client order ids in flight.** Between a session's submit and its events coming back, the
+  registry and the cash ledger for a while (seconds on a big day), and the journal is not
+  thread-safe, so nothing else may touch the exchange meanwhile. The drain task commits what
+  came before, then awaits the settlement thread before it takes the next job: commands wait
+  in the queue, but the event loop stays free for heartbeats, market data snapshots, logons
+  and HTTP reads that do not touch the exchange. Members see a pause in acknowledgements,
+  never a blocked socket.
+* **A command that raises is a broken invariant** (so is a commit that fails). The engine
+  has already journalled it; the hub fails the batch's callers, records the exception and
+  stops (``fatal``), and the server shuts down: a restart replays the journal into the same
+  assertion, which is a bug to fix, never input to skip.
+* **Start-up costs the journal's tail, not the journal.** The views are snapshotted
+  projections: the engine restores them from its newest snapshot and replays only the
+  records after it (``Exchange.open(..., views=...)`` before the hub exists), so the hub
+  starts with its views current. Their outboxes are opened when the hub is built: replayed
+  records build state, never messages.
+* **Client order ids in flight.** Between a session's submit and its record coming back, the
   order is not in the tracker yet; the hub keeps a pending set of (member, client order id)
   so two identical ids in flight cannot both pass the duplicate check.
 * **Dead-man timers are per member**, kept by the hub, and keep running when the member's
   sessions drop: losing the connection is exactly what they are for.
+* **Sessions are seen through** :class:`MemberSession` (a Protocol): the hub never imports
+  the WebSocket session, which imports the hub.
 """
 
 from __future__ import annotations
@@ -56,34 +57,45 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Protocol
 
-from exchange.app import Exchange, build_core
 from exchange.config import Config
-from exchange.engine import decode_command
-from exchange.gateway.auth import Authenticator, CredentialStore
-from exchange.gateway.market_data import MarketData
-from exchange.gateway.metrics import Metrics
-from exchange.gateway.orders import OrderTracker
-from exchange.gateway.wire import MAX_ERRORS_PER_MINUTE, PrivateMessage, PublicMessage, encode
+from exchange.gateway.member.auth import Authenticator, CredentialStore
+from exchange.gateway.member.wire import MAX_ERRORS_PER_MINUTE, PrivateMessage, PublicMessage, encode
+from exchange.gateway.port import ExchangePort
+from exchange.gateway.views import GatewayViews
 from exchange.model.commands import MassCancel, SubmitOrder
-from exchange.model.events import CommandRejected, LargeHolderThresholdCrossed, OrderRejected
-
-if TYPE_CHECKING:
-    from exchange.gateway.session import Session
+from exchange.model.events import CommandRejected, Event, OrderCancelled, OrderRejected
+from exchange.model.stream import Applied
 
 log = logging.getLogger("exchange.gateway.hub")
 
 MAX_BATCH = 1_000  # jobs per group commit
-MAX_ALERTS = 10_000  # regulator alerts kept in memory (oldest dropped)
 
-Job = Callable[[Exchange], list]
+Job = Callable[[ExchangePort], Any]
+
+
+class MemberSession(Protocol):
+    """What the hub needs of a logged-on member connection."""
+
+    member_id: str
+    key_id: str
+    subscriptions: set[str]
+
+    def send_private(self, message: PrivateMessage, force: bool = False) -> None: ...
+
+    def send_frame(self, frame: bytes) -> None: ...
+
+    def close(self, reason: str, cancel_orders: bool = True) -> None: ...
+
+    @property
+    def outbound_depth(self) -> int: ...
 
 
 @dataclass
 class _Work:
     job: Job
-    command: object  # the command, when the job is one engine command (for the tracker)
+    command: object  # the command, when the job is one engine command
     future: asyncio.Future
     blocking: bool = False  # run in a worker thread with the engine paused
     read_only: bool = False  # a failure is the caller's, not a broken invariant
@@ -96,26 +108,27 @@ class HubStopped(Exception):
 
 class Hub:
     def __init__(
-        self, exchange: Exchange, config: Config, credentials: CredentialStore,
-        metrics: Metrics | None = None, max_connections_per_member: int = 4,
-        max_outbound: int = 10_000, on_credentials_changed: Callable[[], None] | None = None,
+        self, service: ExchangePort, config: Config, credentials: CredentialStore, views: GatewayViews,
+        max_connections_per_member: int = 4, max_outbound: int = 10_000,
+        on_credentials_changed: Callable[[], None] | None = None,
         max_errors_per_minute: int = MAX_ERRORS_PER_MINUTE,
     ) -> None:
-        self.exchange = exchange
+        self.service = service
         self.config = config
         self.credentials = credentials
         self.authenticator = Authenticator(credentials)
-        self.metrics = metrics or Metrics()
+        self.views = views
+        self.tracker = views.tracker
+        self.market_data = views.market_data
+        self.alerts = views.alerts
+        self.metrics = views.metrics
         self.max_connections_per_member = max_connections_per_member
         self.max_outbound = max_outbound
         self.max_errors_per_minute = max_errors_per_minute  # the protocol's 20; tests raise it
         self.on_credentials_changed = on_credentials_changed
         self.symbols = sorted(item.symbol for item in config.listed_instruments())
-        self.tracker = OrderTracker()
-        self.market_data = MarketData(self.symbols)
-        self.alerts: list[LargeHolderThresholdCrossed] = []
-        self.sessions: dict[str, list[Session]] = {}  # member -> live sessions, oldest first
-        self.subscribers: dict[str, list[Session]] = {}  # instrument -> sessions
+        self.sessions: dict[str, list[MemberSession]] = {}  # member -> live sessions, oldest first
+        self.subscribers: dict[str, list[MemberSession]] = {}  # instrument -> sessions
         self.fatal: BaseException | None = None
         self._pending: set[tuple[str, str]] = set()
         self._dead_man: dict[str, asyncio.TimerHandle] = {}
@@ -124,29 +137,19 @@ class Hub:
         self._accepting = False
         self.stopped = asyncio.Event()  # stop() has finished
         self.failed = asyncio.Event()  # the drain task stopped on a broken invariant
+        self.tracker.open_outbox()  # live from here: what the engine delivers now is routed
+        self.market_data.open_outbox()
+        self.metrics.outbound_depths = lambda: [s.outbound_depth for ss in self.sessions.values() for s in ss]
 
     # -- life cycle --------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Rebuild the gateway's view from the journal, then start taking work."""
-        self.rebuild_from_journal()
+        """Start taking work (the views are already current: the engine recovered them)."""
         self._accepting = True
         self._task = asyncio.create_task(self._drain(), name="hub-drain")
 
-    def rebuild_from_journal(self) -> None:
-        """Replay every journal record through a scratch core into the tracker and market data."""
-        core = build_core(self.config)
-        for record in self.exchange.engine.journal.records():
-            command = decode_command(record.payload)
-            events = core.apply(record.seq, record.ts_ns, command)
-            self.tracker.apply(events, command)
-            self.market_data.apply(events)
-            self._keep_alerts(events)
-        assert core.last_seq == self.exchange.core.last_seq, "the journal and the engine disagree"
-        assert core.state_hash() == self.exchange.core.state_hash(), "replay differs from the recovered engine"
-
     async def stop(self) -> None:
-        """Take no more work, finish what is queued, flush the journal."""
+        """Take no more work, finish what is queued, commit."""
         self._accepting = False
         for handle in self._dead_man.values():
             handle.cancel()
@@ -155,39 +158,41 @@ class Hub:
             await self._queue.put(_Work(_stop_marker, None, asyncio.get_running_loop().create_future()))
             await asyncio.gather(self._task, return_exceptions=True)
         if self.fatal is None:
-            self.exchange.flush()
+            self.service.commit()
+            self._route()
         self.stopped.set()
 
     # -- submitting work ---------------------------------------------------------------------
 
-    async def submit(self, command: Any) -> list:
-        """Execute one engine command (journalled, applied, flushed); its events."""
+    async def submit(self, command: Any) -> Applied:
+        """Execute one engine command; its record, once durable."""
         return await self.enqueue(command)
 
     def enqueue(self, command: Any) -> asyncio.Future:
         """Queue one engine command now (so a session's commands keep their order without
-        waiting for each other); the future gives its events once they are durable."""
+        waiting for each other); the future gives its :class:`Applied` record once durable."""
         if not self._accepting:
             raise HubStopped("the exchange is not taking commands")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Work(lambda exchange: exchange.execute(command), command, future))
+        self._queue.put_nowait(_Work(lambda service: service.execute(command), command, future))
         return future
 
-    async def run(self, job: Job) -> list:
-        """Run a job on the exchange inside the drain task, in order with every command."""
+    async def run(self, job: Job) -> Any:
+        """Run a job on the port inside the drain task, in order with every command; its
+        result once everything it executed is durable."""
         return await self._enqueue(job, None)
 
-    async def read(self, job: Callable[[Exchange], Any]) -> Any:
-        """Run a read of the engine or the stores in order with the commands; its exceptions
-        are the caller's (a store read failing is no broken invariant)."""
+    async def read(self, job: Job) -> Any:
+        """Run a read of the exchange in order with the commands; its exceptions are the
+        caller's (a store read failing is no broken invariant)."""
         return await self._enqueue(job, None, read_only=True)
 
-    async def run_blocking(self, job: Callable[[Exchange], Any]) -> Any:
+    async def run_blocking(self, job: Job) -> Any:
         """Run a long job (settlement) in a worker thread while the engine is paused; its
         exceptions are the caller's (settlement stops are expected failures)."""
         return await self._enqueue(job, None, blocking=True)
 
-    async def _enqueue(self, job: Callable, command: object, blocking: bool = False, read_only: bool = False) -> Any:
+    async def _enqueue(self, job: Job, command: object, blocking: bool = False, read_only: bool = False) -> Any:
         if not self._accepting:
             raise HubStopped("the exchange is not taking commands")
         future = asyncio.get_running_loop().create_future()
@@ -207,44 +212,49 @@ class Hub:
                 return
 
     async def _run_batch(self, batch: list[_Work]) -> bool:
-        """Execute, flush once, publish, answer. False when the hub must stop."""
+        """Execute, commit once, route, answer. False when the hub must stop."""
         done: list[tuple[_Work, Any]] = []
         for work in batch:
             if work.job is _stop_marker:
-                self._commit_and_publish(done)
-                work.future.set_result([])
+                self._commit(done, batch)
+                work.future.set_result(None)
                 return False
-            if work.blocking:  # acknowledge what came before, then pause the engine
-                self._commit_and_publish(done)
+            if work.blocking:  # acknowledge what came before: the engine pauses durable
+                if not self._commit(done, batch, always=True):
+                    return False
                 done = []
-                self.exchange.flush()
             try:
                 if work.blocking:
-                    result = await asyncio.to_thread(work.job, self.exchange)
+                    result = await asyncio.to_thread(work.job, self.service)
                 else:
-                    result = work.job(self.exchange)
+                    result = work.job(self.service)
             except Exception as error:  # noqa: BLE001 - sorted below
                 if work.blocking or work.read_only:
                     done.append((work, error))
                     continue
-                return self._die(error, batch, done)
+                return self._die(error, batch)
             done.append((work, result))
-        self._commit_and_publish(done)
-        return True
+        return self._commit(done, batch)
 
-    def _commit_and_publish(self, done: list[tuple[_Work, Any]]) -> None:
-        if not done:
-            return
-        self.exchange.engine.flush()  # group commit: durable before any acknowledgement
+    def _commit(self, done: list[tuple[_Work, Any]], batch: list[_Work], always: bool = False) -> bool:
+        """Group commit, then route the views' messages, then answer the callers."""
+        if not done and not always:
+            return True
+        try:
+            self.service.commit()  # durable before any acknowledgement
+        except Exception as error:  # noqa: BLE001 - a journal or store that cannot write
+            return self._die(error, batch)
+        self._route()
         for work, result in done:
+            if isinstance(work.command, SubmitOrder):
+                self._pending.discard((work.command.member_id, work.command.client_order_id))
             if isinstance(result, BaseException):
                 _settle_future(work.future, error=result)
-                continue
-            if not (work.blocking or work.read_only):
-                self._publish(result, work.command)
-            _settle_future(work.future, result=result)
+            else:
+                _settle_future(work.future, result=result)
+        return True
 
-    def _die(self, error: BaseException, batch: list[_Work], done: list) -> bool:
+    def _die(self, error: BaseException, batch: list[_Work]) -> bool:
         log.critical("a command broke an invariant; the exchange stops", exc_info=error)
         self.fatal = error
         self._accepting = False
@@ -253,17 +263,23 @@ class Hub:
             _settle_future(work.future, error=HubStopped("the exchange stopped on an internal error"))
         return False
 
-    # -- publishing ----------------------------------------------------------------------------
+    # -- routing -------------------------------------------------------------------------------
 
-    def _publish(self, events: list, command: object) -> None:
-        if isinstance(command, SubmitOrder):
-            self._pending.discard((command.member_id, command.client_order_id))
-        self.metrics.count_events(events)
-        self._keep_alerts(events)
-        for member_id, message in self.tracker.apply(events, command):
-            self.send_private(member_id, message)
-        for instrument, message in self.market_data.apply(events):
+    def _route(self) -> None:
+        """Send what the views queued, in stream order (per record: private, then public)."""
+        private = self.tracker.drain()
+        public = self.market_data.drain()
+        i, n = 0, len(private)
+        for seq, instrument, message in public:
+            while i < n and private[i][0] <= seq:
+                _, member_id, private_message = private[i]
+                self.send_private(member_id, private_message)
+                i += 1
             self.send_public(instrument, message)
+        while i < n:
+            _, member_id, private_message = private[i]
+            self.send_private(member_id, private_message)
+            i += 1
 
     def send_private(self, member_id: str, message: PrivateMessage) -> None:
         for session in list(self.sessions.get(member_id, ())):
@@ -275,13 +291,6 @@ class Hub:
             frame = encode(message)
             for session in list(subscribers):
                 session.send_frame(frame)
-
-    def _keep_alerts(self, events: Iterable[object]) -> None:
-        for event in events:
-            if type(event) is LargeHolderThresholdCrossed:
-                self.alerts.append(event)
-        if len(self.alerts) > MAX_ALERTS:
-            del self.alerts[: len(self.alerts) - MAX_ALERTS]
 
     # -- client order ids ----------------------------------------------------------------------
 
@@ -302,11 +311,11 @@ class Hub:
     def can_connect(self, member_id: str) -> bool:
         return len(self.sessions.get(member_id, ())) < self.max_connections_per_member
 
-    def add_session(self, session: Session) -> None:
+    def add_session(self, session: MemberSession) -> None:
         self.sessions.setdefault(session.member_id, []).append(session)
         self.metrics.connections += 1
 
-    def remove_session(self, session: Session, cancel_orders: bool) -> None:
+    def remove_session(self, session: MemberSession, cancel_orders: bool) -> None:
         """Forget a closed session; cancel the member's orders if it was the last one and
         asked for cancel-on-disconnect."""
         for instrument in list(session.subscriptions):
@@ -322,13 +331,13 @@ class Hub:
         if cancel_orders and self._accepting and self.tracker.open_orders(session.member_id):
             asyncio.get_running_loop().create_task(self._cancel_all(session.member_id, "cancel-on-disconnect"))
 
-    def subscribe(self, session: Session, instrument: str) -> None:
+    def subscribe(self, session: MemberSession, instrument: str) -> None:
         subscribers = self.subscribers.setdefault(instrument, [])
         if session not in subscribers:
             subscribers.append(session)
         session.subscriptions.add(instrument)
 
-    def unsubscribe(self, session: Session, instrument: str) -> None:
+    def unsubscribe(self, session: MemberSession, instrument: str) -> None:
         subscribers = self.subscribers.get(instrument, [])
         if session in subscribers:
             subscribers.remove(session)
@@ -369,26 +378,25 @@ class Hub:
 
     async def _cancel_all(self, member_id: str, why: str) -> None:
         try:
-            events = await self.submit(MassCancel(member_id))
+            applied = await self.submit(MassCancel(member_id))
         except HubStopped:
             return
-        log.info("%s: cancelled %d of %s's orders", why, sum(1 for e in events if type(e).__name__ == "OrderCancelled"), member_id)
+        cancelled = sum(1 for event in applied.events if isinstance(event, OrderCancelled))
+        log.info("%s: cancelled %d of %s's orders", why, cancelled, member_id)
 
-    # -- queries (for the operator API) -----------------------------------------------------------
+    # -- queries -------------------------------------------------------------------------------
 
-    def member_accounts(self) -> list:
-        """Every member's account as the risk room keeps it (public state structs)."""
-        return list(self.exchange.core.risk.state().accounts)
-
-    def state_hash(self) -> str:
-        return self.exchange.core.state_hash()
+    @property
+    def trading_day(self) -> str:
+        """The trading day as the gateway knows it (the tracker's, else the engine's)."""
+        return self.tracker.trading_day or self.service.trading_day
 
     def now_ms(self) -> int:
         return time.time_ns() // 1_000_000
 
 
-def _stop_marker(exchange: Exchange) -> list:  # pragma: no cover - never called
-    return []
+def _stop_marker(service: ExchangePort) -> None:  # pragma: no cover - never called
+    return None
 
 
 def _settle_future(future: asyncio.Future, result: Any = None, error: BaseException | None = None) -> None:
@@ -400,9 +408,14 @@ def _settle_future(future: asyncio.Future, result: Any = None, error: BaseExcept
         future.set_result(result)
 
 
-def rejected(events: list) -> CommandRejected | OrderRejected | None:
+def events_of(records: Iterable[Applied]) -> list[Event]:
+    """The events of several records, in order."""
+    return [event for applied in records for event in applied.events]
+
+
+def rejected(events: Iterable[Event]) -> CommandRejected | OrderRejected | None:
     """The first reject among a command's events, if any."""
     for event in events:
-        if type(event) in (CommandRejected, OrderRejected):
+        if isinstance(event, (CommandRejected, OrderRejected)):
             return event
     return None

@@ -23,15 +23,16 @@ import logging
 import os
 import secrets
 from pathlib import Path
+from typing import Callable
 
 import msgspec
 from aiohttp import web
 
-from exchange.gateway import operator_api
-from exchange.gateway.auth import MASTER_SECRET_BYTES, CredentialState, CredentialStore
 from exchange.gateway.hub import Hub
-from exchange.gateway.roles import OPERATOR_ROLES
-from exchange.gateway.session import HARD_FRAME_LIMIT, Session
+from exchange.gateway.member.auth import MASTER_SECRET_BYTES, CredentialState, CredentialStore
+from exchange.gateway.member.session import HARD_FRAME_LIMIT, Session
+from exchange.gateway.operator import api as operator_api
+from exchange.gateway.operator.roles import OPERATOR_ROLES
 
 log = logging.getLogger("exchange.gateway.server")
 
@@ -50,7 +51,6 @@ def build_app(hub: Hub, tokens: dict[str, str]) -> web.Application:
     app[operator_api.TOKENS] = dict(tokens)
     app.router.add_route("GET", "/ws", websocket)
     operator_api.add_routes(app)
-    hub.metrics.outbound_depths = lambda: [s.outbound_depth for ss in hub.sessions.values() for s in ss]
     return app
 
 
@@ -103,7 +103,7 @@ def operator_tokens(data_dir: Path, given: Path | None = None) -> tuple[dict[str
     return tokens, path
 
 
-def credential_store(data_dir: Path) -> tuple[CredentialStore, callable]:
+def credential_store(data_dir: Path) -> tuple[CredentialStore, Callable[[], None]]:
     """The store with its persisted records, and the function that saves them."""
     store = CredentialStore(master_secret(data_dir))
     path = data_dir / CREDENTIALS_FILE

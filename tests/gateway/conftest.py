@@ -20,12 +20,12 @@ import msgspec
 import pytest
 import pytest_asyncio
 
-from exchange.app import Exchange
-from exchange.config import Config, LimitsConfig, RiskConfig
-from exchange.gateway.auth import sign_logon
+from exchange.config import Config, EngineConfig, LimitsConfig, RiskConfig
 from exchange.gateway.hub import Hub
-from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
+from exchange.gateway.member.auth import sign_logon
+from exchange.gateway.server import GatewayServer
 from exchange.model import Deposit, MemberKind, RegisterMember, SetTradingPhase, TradingPhase
+from exchange.serve import ServedExchange, compose
 from registry_adapter.memory import InMemoryRegistry
 
 DAY = "2026-01-05"
@@ -34,19 +34,31 @@ CASH_FEN = 10**13
 HOLDING_T = 10_000_000
 
 
-def fast_config() -> Config:
-    """The default market, with order rates high enough for the load tests."""
+def fast_config(snapshot_every: int | None = None) -> Config:
+    """The default market, with order rates high enough for the load tests (and, if given,
+    an engine snapshot every so many commands)."""
     limits = LimitsConfig(orders_per_second=10**6, order_burst=10**6, max_open_orders=10**6)
-    return Config(risk=RiskConfig(position_limit_t=10**9, limits=limits))
+    engine = EngineConfig() if snapshot_every is None else EngineConfig(snapshot_every_commands=snapshot_every)
+    return Config(risk=RiskConfig(position_limit_t=10**9, limits=limits), engine=engine)
 
 
 @dataclass
 class Served:
-    server: GatewayServer
-    hub: Hub
-    tokens: dict[str, str]
+    parts: ServedExchange
     data_dir: Path
     registry: InMemoryRegistry
+
+    @property
+    def server(self) -> GatewayServer:
+        return self.parts.server
+
+    @property
+    def hub(self) -> Hub:
+        return self.parts.hub
+
+    @property
+    def tokens(self) -> dict[str, str]:
+        return self.parts.tokens
 
     @property
     def url(self) -> str:
@@ -67,24 +79,26 @@ class Served:
         return issued.key_id, bytes.fromhex(issued.secret_hex)
 
     async def open_day(self) -> None:
-        await self.hub.run(lambda exchange: exchange.start_day(DAY))
+        await self.hub.run(lambda service: service.start_day(DAY))
         await self.hub.submit(SetTradingPhase(TradingPhase.CONTINUOUS))
 
 
-async def start_served(data_dir: Path, **hub_options) -> Served:
-    registry = InMemoryRegistry()
-    exchange = Exchange.open(fast_config(), data_dir, time.time_ns, registry=registry)
-    credentials, save = credential_store(data_dir)
-    tokens, _ = operator_tokens(data_dir)
-    hub = Hub(exchange, fast_config(), credentials, on_credentials_changed=save, **hub_options)
-    server = GatewayServer(hub, tokens)
-    await server.start()
-    return Served(server, hub, tokens, data_dir, registry)
+async def start_served(data_dir: Path, registry: InMemoryRegistry | None = None, config: Config | None = None,
+                       **hub_options) -> Served:
+    """The served exchange as ``exchange serve`` composes it, on a free loopback port."""
+    registry = registry if registry is not None else InMemoryRegistry()
+    parts = compose(config or fast_config(), data_dir, time.time_ns, registry=registry, **hub_options)
+    try:
+        await parts.start()
+    except BaseException:
+        parts.close()
+        raise
+    return Served(parts, data_dir, registry)
 
 
 async def stop_served(served: Served) -> None:
-    await served.server.stop()
-    served.hub.exchange.close()
+    await served.parts.stop()
+    served.parts.close()
 
 
 @pytest_asyncio.fixture

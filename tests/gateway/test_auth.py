@@ -10,8 +10,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from exchange.gateway import auth
-from exchange.gateway.auth import (
+from exchange.gateway.member import auth
+from exchange.gateway.member.auth import (
     AuthError,
     AuthFailure,
     Authenticator,
@@ -20,7 +20,7 @@ from exchange.gateway.auth import (
     sign_logon,
     string_to_sign,
 )
-from exchange.gateway.wire import Logon, decode_inbound, encode
+from exchange.gateway.member.wire import Logon, decode_inbound, encode
 
 ROOT = Path(__file__).resolve().parents[2]
 MASTER = bytes(range(32))

@@ -8,8 +8,9 @@ import re
 
 import pytest
 
-from exchange.gateway import roles, wire
-from exchange.gateway.operator_api import ROUTES
+from exchange.gateway.member import wire
+from exchange.gateway.operator import roles
+from exchange.gateway.operator.api import ROUTES
 from tests.gateway.conftest import DAY, SYMBOL, Member, logged_on, logon_frame
 
 pytestmark = pytest.mark.asyncio
@@ -38,12 +39,12 @@ async def test_every_route_is_in_the_role_table_and_back() -> None:
 
 async def test_operator_matrix(served, http) -> None:
     await served.add_member("M1")
-    before = served.hub.exchange.engine.last_seq
+    before = served.hub.service.last_seq
     refused = allowed = 0
     for method, template in OPERATOR_ENDPOINTS:
         for role in (*roles.OPERATOR_ROLES, roles.ANONYMOUS, "bad-token"):
             permitted = role in roles.ENDPOINTS[(method, template)]
-            seq = served.hub.exchange.engine.last_seq
+            seq = served.hub.service.last_seq
             async with http.request(method, served.url + sample_path(template), headers=headers_for(role, served.tokens), data=b"{}") as response:
                 body = await response.read()
             label = f"{method} {template} as {role}: {response.status} {body[:120]!r}"
@@ -53,9 +54,9 @@ async def test_operator_matrix(served, http) -> None:
             else:
                 refused += 1
                 assert response.status == (401 if role in (roles.ANONYMOUS, "bad-token") else 403), label
-                assert served.hub.exchange.engine.last_seq == seq, f"refused but changed the state: {label}"
+                assert served.hub.service.last_seq == seq, f"refused but changed the state: {label}"
     assert refused > allowed > 20
-    assert served.hub.exchange.engine.last_seq >= before
+    assert served.hub.service.last_seq >= before
 
 
 @pytest.mark.parametrize("message_type", sorted(roles.WS_MESSAGES))

@@ -8,8 +8,8 @@ import random
 
 import pytest
 
-from exchange.gateway.market_data import MarketData
-from exchange.gateway.wire import BookSnapshot, BookUpdate, InstrumentStatus, Trade, decode_outbound, encode, parse_price
+from exchange.gateway.member.market_data import MarketData
+from exchange.gateway.member.wire import BookSnapshot, BookUpdate, InstrumentStatus, Trade, decode_outbound, encode, parse_price
 from exchange.model import (
     CancelOrder,
     CloseMarket,

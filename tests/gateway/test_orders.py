@@ -1,8 +1,10 @@
 """The order tracker: execution reports per event, client order ids per trading day, and a
 differential test of the tracker and the L2 depth against the real engine's books.
 
-``Exchange`` below drives a real ``ExchangeCore`` and feeds every command's events to an
-``OrderTracker`` and a ``MarketData``, as the gateway will; ``test_market_data`` reuses it.
+``Exchange`` below drives a real ``ExchangeCore`` and feeds every command's stream record
+(``Applied``) to an ``OrderTracker`` and a ``MarketData``, as the engine does for the gateway;
+``test_market_data`` reuses it. Both are snapshotted projections: a restored copy continues
+exactly as the original would.
 """
 
 from __future__ import annotations
@@ -14,9 +16,9 @@ import msgspec
 import pytest
 
 from exchange.engine import ExchangeCore
-from exchange.gateway.market_data import MarketData
-from exchange.gateway.orders import OrderTracker, unknown_client_order_reject
-from exchange.gateway.wire import (
+from exchange.gateway.member.market_data import MarketData
+from exchange.gateway.member.orders import OrderTracker, unknown_client_order_reject
+from exchange.gateway.member.wire import (
     AmendRequest,
     CancelReject,
     CancelRequest,
@@ -25,6 +27,8 @@ from exchange.gateway.wire import (
     decode_outbound,
     encode,
 )
+from exchange.model.events import OrderRejected
+from exchange.model.stream import Applied
 from exchange.model import (
     AmendOrder,
     CancelOrder,
@@ -81,6 +85,9 @@ class Exchange:
         self.core = ExchangeCore(INSTRUMENTS, stp, POLICY)
         self.tracker = OrderTracker()
         self.market = MarketData(SYMBOLS, levels)
+        self.tracker.open_outbox()
+        self.market.open_outbox()
+        self.records: list[Applied] = []
         self.ts = 1_772_000_000_000_000_000
         self.day = FIRST_DAY
         self.private: list = []  # the last command's (member, message) pairs
@@ -96,9 +103,14 @@ class Exchange:
 
     def __call__(self, command) -> list:
         self.ts += 1_000_000
-        events = self.core.apply(self.core.last_seq + 1, self.ts, command)
-        self.private = self.tracker.apply(events, command)
-        self.public = self.market.apply(events)
+        seq = self.core.last_seq + 1
+        events = self.core.apply(seq, self.ts, command)
+        applied = Applied(seq, self.ts, self.core.trading_day, command, events)
+        self.records.append(applied)
+        self.tracker.apply(applied)
+        self.market.apply(applied)
+        self.private = [(member, message) for _, member, message in self.tracker.drain()]
+        self.public = [(instrument, message) for _, instrument, message in self.market.drain()]
         return events
 
     def next_day(self) -> None:
@@ -374,11 +386,30 @@ def test_reject_uses_up_the_client_order_id_and_reports_the_order() -> None:
     assert ex.tracker.resolve("alice", CancelRequest(CEA, client_order_id="a1")) is None
 
 
-def test_reject_replayed_without_its_command_reports_what_the_event_says() -> None:
+def fed(tracker: OrderTracker, applied: Applied) -> list:
+    tracker.open_outbox()
+    tracker.apply(applied)
+    return [(member, message) for _, member, message in tracker.drain()]
+
+
+def test_reject_is_reported_from_the_event_alone() -> None:
     ex = Exchange()
-    events = ex.core.apply(ex.core.last_seq + 1, ex.ts + 1, order("alice", BUY, 0, 1_000, DAY, "z"))
-    [(member, report)] = OrderTracker().apply(events)
-    assert (member, report.client_order_id, report.side, report.qty, report.reject_code) == ("alice", "z", None, 0, 101)
+    command = order("alice", SELL, 0, 1_000, GTC, "z")
+    events = ex.core.apply(ex.core.last_seq + 1, ex.ts + 1, command)
+    applied = Applied(ex.core.last_seq, ex.ts + 1, ex.core.trading_day, MassCancel("someone-else"), events)
+    [(member, report)] = fed(OrderTracker(), applied)  # the record's command is not the order: unused
+    assert (member, report.client_order_id, report.side, report.tif, report.price, report.qty, report.reject_code) == \
+        ("alice", "z", "sell", "gtc", "10.00", 0, 101)
+
+
+def test_a_bare_reject_falls_back_to_the_command_then_to_nulls() -> None:
+    bare = OrderRejected("alice", CEA, "z", RejectReason.QTY_NOT_POSITIVE)
+    command = order("alice", BUY, 7, 1_000, DAY, "z")
+    [(_, report)] = fed(OrderTracker(), Applied(1, 1, "", command, [bare]))
+    assert (report.side, report.order_type, report.tif, report.price, report.qty) == ("buy", "limit", "day", "10.00", 7)
+    other = order("alice", BUY, 7, 1_000, DAY, "another-id")
+    [(_, report)] = fed(OrderTracker(), Applied(1, 1, "", other, [bare]))
+    assert (report.client_order_id, report.side, report.price, report.qty, report.reject_code) == ("z", None, None, 0, 101)
 
 
 def test_cancel_reject_names_the_client_order_id_only_of_the_members_own_order() -> None:
@@ -437,3 +468,61 @@ def test_reports_encode_and_decode() -> None:
     for _, message in ex.private:
         assert decode_outbound(encode(message)) == message
         assert decode_outbound(encode(message, 7)) == msgspec.structs.replace(message, session_seq=7)
+
+
+# -- snapshots -------------------------------------------------------------------------------
+
+
+def test_a_restored_tracker_and_feed_continue_exactly_as_the_originals() -> None:
+    """Snapshot the tracker and the feed now and then during a random session; a fresh pair
+    restored from it and fed the rest of the records reports the same messages and ends in
+    the same state, byte for byte."""
+    rnd = random.Random(7)
+    ex = Exchange()
+    cuts: list[tuple[int, bytes, bytes]] = []  # (records so far, tracker bytes, feed bytes)
+    messages: list[tuple[list, list]] = []  # per record after the constructor's: (private, public)
+    setup = len(ex.records)
+    for step in range(1_200):
+        for command in random_commands(rnd, ex):
+            ex(command)
+            messages.append((ex.private, ex.public))
+        if step % 300 == 150:
+            cuts.append((len(ex.records), ex.tracker.snapshot_state(), ex.market.snapshot_state()))
+    assert len(cuts) == 4
+    for count, tracker_bytes, feed_bytes in cuts:
+        tracker, market = OrderTracker(), MarketData(SYMBOLS)
+        seq = ex.records[count - 1].seq
+        tracker.restore_state(tracker_bytes, seq)
+        market.restore_state(feed_bytes, seq)
+        assert (tracker.last_seq, tracker.restored_seq, market.last_seq) == (seq, seq, seq)
+        assert (tracker.snapshot_state(), market.snapshot_state()) == (tracker_bytes, feed_bytes)  # deterministic
+        tracker.open_outbox()
+        market.open_outbox()
+        for applied, (private, public) in zip(ex.records[count:], messages[count - setup:]):
+            tracker.apply(applied)
+            market.apply(applied)
+            assert [(m, msg) for _, m, msg in tracker.drain()] == private
+            assert [(i, msg) for _, i, msg in market.drain()] == public
+        assert tracker.snapshot_state() == ex.tracker.snapshot_state()
+        assert market.snapshot_state() == ex.market.snapshot_state()
+        for member in MEMBERS:
+            assert tracker.open_orders(member) == ex.tracker.open_orders(member)
+        assert tracker.records_applied == len(ex.records) - count
+
+
+def test_equal_states_give_equal_bytes_and_replayed_records_build_no_messages() -> None:
+    first, second = Exchange(), Exchange()
+    for ex in (first, second):
+        ex(order("alice", BUY, 10, 990, GTC, "a1"))
+        ex(order("bob", SELL, 4, 990, DAY, "b1"))
+        ex(order("carol", BUY, 0, 990, DAY, "c1"))  # rejected: claims its id
+    assert first.tracker.snapshot_state() == second.tracker.snapshot_state()
+    assert first.market.snapshot_state() == second.market.snapshot_state()
+    quiet = OrderTracker()  # no outbox opened: the engine's replay at start-up
+    for applied in first.records:
+        quiet.apply(applied)
+    assert quiet.drain() == [] and quiet.snapshot_state() == first.tracker.snapshot_state()
+    restored = OrderTracker()
+    restored.restore_state(first.tracker.snapshot_state(), first.records[-1].seq)
+    assert restored.lookup_client_order("carol", "c1").status == "rejected"
+    assert restored.lookup_client_order("alice", "a1") is restored.order("alice", restored.lookup_client_order("alice", "a1").order_id)

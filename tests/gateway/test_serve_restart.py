@@ -110,3 +110,68 @@ async def test_sigkill_then_restart_recovers_the_journals_state(tmp_path: Path) 
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+async def test_a_restart_from_a_snapshot_restores_the_views_and_replays_only_the_tail(tmp_path: Path) -> None:
+    """The gateway's views travel in the engine's snapshots: after a restart the order tracker
+    answers every order status as before, and it was restored from the snapshot (it replayed
+    only the journal's tail), ending in the state a replay of the whole journal gives."""
+    from exchange.gateway.member.orders import OrderTracker
+    from exchange.model.stream import Applied
+    from tests.gateway.conftest import fast_config, logged_on, start_served, stop_served
+
+    data_dir, config = tmp_path / "data", fast_config(snapshot_every=25)
+    served = await start_served(data_dir, config=config)
+    registry = served.registry
+    ids = [f"s-{i}" for i in range(40)]
+    try:
+        buyer, seller = await served.add_member("B1"), await served.add_member("S1")
+        served.hub.credentials_changed()  # keep the keys for the restart
+        await served.open_day()
+        async with aiohttp.ClientSession() as http:
+            b = await logged_on(http, served, buyer, cancel_on_disconnect=False)
+            s = await logged_on(http, served, seller, cancel_on_disconnect=False)
+            for i, client_order_id in enumerate(ids):
+                member = b if i % 2 else s
+                await member.send(order(client_order_id, "buy" if i % 2 else "sell", 5 + i, f"58.{10 + i % 7:02d}"))
+                await member.expect("execution_report")
+            await s.send({"type": "cancel", "instrument": "CEA-2025", "client_order_id": "s-0"})
+            await s.drain(0.3)
+            before = await order_statuses(b, s, ids)
+            await b.close()
+            await s.close()
+        journal_length = served.hub.service.last_seq
+    finally:
+        await stop_served(served)
+
+    served = await start_served(data_dir, registry=registry, config=config)
+    try:
+        tracker, market = served.hub.tracker, served.hub.market_data
+        assert tracker.restored_seq > 0 and market.restored_seq == tracker.restored_seq
+        assert tracker.records_applied == journal_length - tracker.restored_seq < journal_length
+        assert market.records_applied == tracker.records_applied
+        full = OrderTracker()  # the tracker a replay of the whole journal builds
+        core = build_core(config)
+        for record in served.parts.exchange.engine.journal.records():  # the running exchange's own journal
+            command = decode_command(record.payload)
+            full.apply(Applied(record.seq, record.ts_ns, "", command, core.apply(record.seq, record.ts_ns, command)))
+        assert full.last_seq == journal_length and full.snapshot_state() == tracker.snapshot_state()
+        async with aiohttp.ClientSession() as http:
+            b, s = await logged_on(http, served, buyer), await logged_on(http, served, seller)
+            assert await order_statuses(b, s, ids) == before
+    finally:
+        await stop_served(served)
+
+
+async def order_statuses(b: Member, s: Member, ids: list[str]) -> list[dict]:
+    """Each order's status report (without the session's sequence number)."""
+    statuses = []
+    for i, client_order_id in enumerate(ids):
+        member = b if i % 2 else s
+        await member.send({"type": "order_status", "client_order_id": client_order_id})
+        while True:
+            report = await member.expect("execution_report")
+            if report["exec_type"] == "order_status" and report["client_order_id"] == client_order_id:
+                break
+        statuses.append({k: v for k, v in report.items() if k != "session_seq"})
+    return statuses

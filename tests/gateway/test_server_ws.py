@@ -13,7 +13,7 @@ import time
 import msgspec
 import pytest
 
-from exchange.gateway import wire
+from exchange.gateway.member import wire
 from tests.gateway.conftest import (
     SYMBOL,
     Member,

@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from msgspec import UNSET
 
-from exchange.gateway import wire
-from exchange.gateway.wire import (
+from exchange.gateway.member import wire
+from exchange.gateway.member.wire import (
     MAX_FRAME_BYTES,
     AmendRequest,
     BookUpdate,

@@ -11,7 +11,7 @@ import random
 import msgspec
 import pytest
 
-from exchange.gateway import wire
+from exchange.gateway.member import wire
 from tests.gateway.conftest import SYMBOL, logged_on, start_served, stop_served
 
 pytestmark = pytest.mark.asyncio

@@ -1,11 +1,12 @@
-"""Orders and the L2 book as the gateway sees them, rebuilt from the engine's events alone.
+"""Orders as the gateway sees them: a snapshotted projection of the engine's stream.
 
-``OrderTracker`` turns each command's events (what ``Engine.execute`` returns) into the
-private messages members receive, and answers order status, duplicate client order ids and
-the resync after a logon. ``Depth`` keeps the public L2 book (resting quantity and order count
-per price level) from the same events, netted per command. Neither looks inside the engine's
-books: what they know is what the events said, so the gateway stays on the engine's public
-side of the house, and the differential test against the real book proves the two agree.
+``OrderTracker`` follows the one event stream (:class:`~exchange.model.stream.Applied`
+records, handed over by the engine once they are durable), turns each record's events into
+the private messages members receive (an outbox the hub drains after its group commit), and
+answers order status, duplicate client order ids and the resync after a logon. It does not
+look inside the engine's books: what it knows is what the events said, so the gateway stays
+on the engine's public side of the house, and the differential test against the real book
+proves the two agree.
 
 Decisions:
 
@@ -16,10 +17,10 @@ Decisions:
   may trade to).
 * **A rejected order uses up its client order id**, as an accepted one does: the id is
   unique per member per trading day whatever became of the order, and its status query
-  returns the reject. The engine's ``OrderRejected`` carries no order id and no order details;
-  :meth:`OrderTracker.apply` takes the command that caused the events to fill them in (side,
-  type, time in force, price, quantity). Without it (a replay) the report gives what the
-  event says and nulls for the rest.
+  returns the reject. ``OrderRejected`` carries the refused order's fields (side, type, time
+  in force, price, quantity); only a bare reject without them (``side`` None) falls back to
+  the record's command, when that command is the order; without either the report gives what
+  the event says and nulls for the rest.
 * **A client order id is taken by the first order that used it**; a duplicate that reaches
   the engine anyway (the session refuses them first) does not displace it.
 * **The trading day.** Finished orders (filled, cancelled, expired, rejected) stay for status
@@ -28,23 +29,17 @@ Decisions:
   cancel by client order id is never ambiguous.
 * **Cancel and amend rejects** name the client order id only when the order is the member's
   own: a reject for another member's order id says nothing about that order.
-* **L2 is netted per command.** ``Depth.apply`` works through one command's events in order:
-  an accepted order is added at its price, fills and cancels take it away, an amend moves
-  it. IOC, FOK and market orders are added too and leave again within the same events, so the
-  changes are compared per level before and after the whole list: market data never shows a
-  transient level. A market order is added at its band limit; any fill is at the resting
-  order's price, and the aggressor's own fills reduce only its not-yet-rested quantity.
-* **Completeness.** Both classes must see every event since the engine was empty (live, or
-  by replaying the journal from its start); an event about an order they never saw accepted
-  is a broken invariant and asserts. The core's snapshots do not keep client order ids, so
-  restarting the gateway from an engine snapshot needs the tracker's own persisted state
-  (not done here).
+* **The outbox.** Messages are kept only once the hub opened the outbox
+  (:meth:`OrderTracker.open_outbox`): the records replayed at start-up build state, not
+  messages nobody would read. Each entry is ``(seq, member id, message)``, in stream order.
+* **Snapshots.** The tracker's whole state (the day, every order it keeps and who holds each
+  client order id) travels in the engine's snapshots as msgspec bytes, sorted so that equal
+  states give equal bytes; a restart restores it and replays only the journal's tail. Every
+  event must follow from what the tracker already holds (an event about an order it never saw
+  accepted is a broken invariant and asserts).
 """
 
 from __future__ import annotations
-
-import bisect
-from typing import Iterable, NamedTuple
 
 import msgspec
 from msgspec import UNSET
@@ -63,7 +58,8 @@ from exchange.model.events import (
     OrderRejected,
 )
 from exchange.model.rejects import RejectReason
-from exchange.gateway.wire import (
+from exchange.model.stream import Applied
+from exchange.gateway.member.wire import (
     CANCEL_REASON_NAMES,
     ORDER_TYPE_NAMES,
     SIDE_NAMES,
@@ -131,22 +127,54 @@ def unknown_client_order_reject(message: CancelRequest | AmendRequest) -> Cancel
     return CancelReject(response_to, None, message.client_order_id or None, message.instrument, int(reason), reason.text)  # type: ignore[arg-type]
 
 
-Outbox = list[tuple[str, PrivateMessage]]
+Outbox = list[tuple[int, str, PrivateMessage]]  # (seq, member id, message)
+_Out = list[tuple[str, PrivateMessage]]  # one record's messages
+
+
+class _Claim(msgspec.Struct, array_like=True, frozen=True):
+    member_id: str
+    client_order_id: str
+    order_id: int
+
+
+class TrackerState(msgspec.Struct, array_like=True):
+    """What a snapshot holds of the tracker: the orders it keeps (by exchange id), the
+    client order ids claimed by those orders, and the rejected orders (which only claim)."""
+
+    trading_day: str
+    orders: list[TrackedOrder]
+    claims: list[_Claim]
+    rejected: list[TrackedOrder]
+
+
+_state_encoder = msgspec.msgpack.Encoder()
+_state_decoder = msgspec.msgpack.Decoder(TrackerState)
 
 
 class OrderTracker:
-    """Every order of the trading day (and open GTC orders), per member, from events."""
+    """Every order of the trading day (and open GTC orders), per member, from the stream."""
+
+    name = "gateway.orders"
 
     def __init__(self) -> None:
         self.trading_day = ""
+        self.last_seq = 0
+        self.restored_seq = 0  # the snapshot's position this tracker was restored at (0: none)
+        self.records_applied = 0  # records applied since construction (replayed and live)
+        self.outbox: Outbox | None = None
         self._orders: dict[int, TrackedOrder] = {}  # by exchange id: open, and finished today
         self._open: dict[str, dict[int, TrackedOrder]] = {}  # member -> open orders by id
         self._client_ids: dict[str, dict[str, TrackedOrder]] = {}  # member -> client order id -> order
 
-    def apply(self, events: Iterable[object], command: object = None) -> Outbox:
-        """Learn from one command's events; return (member id, message) for each report."""
-        out: Outbox = []
-        for event in events:
+    # -- the projection ----------------------------------------------------------------------
+
+    def apply(self, applied: Applied) -> None:
+        """Learn from one durable record; queue a message per report (once the outbox is open)."""
+        assert applied.seq > self.last_seq, (applied.seq, self.last_seq)
+        self.last_seq = applied.seq
+        self.records_applied += 1
+        out: list[tuple[str, PrivateMessage]] = []
+        for event in applied.events:
             match event:
                 case OrderAccepted():
                     self._accepted(event, out)
@@ -159,18 +187,63 @@ class OrderTracker:
                 case OrderAmended():
                     self._amended(event, out)
                 case OrderRejected():
-                    self._rejected(event, command, out)
+                    self._rejected(event, applied.command, out)
                 case CancelRejected():
                     out.append((event.member_id, self._cancel_reject("cancel", event)))
                 case AmendRejected():
                     out.append((event.member_id, self._cancel_reject("amend", event)))
                 case DayStarted():
                     self._start_day(event.trading_day)
+        if self.outbox is not None:
+            seq = applied.seq
+            self.outbox.extend((seq, member_id, message) for member_id, message in out)
+
+    def flush(self) -> None:
+        """In memory: nothing to write (the engine's snapshots carry the state)."""
+
+    def open_outbox(self) -> None:
+        """Start keeping messages for the hub (live from here on)."""
+        if self.outbox is None:
+            self.outbox = []
+
+    def drain(self) -> Outbox:
+        """The messages queued since the last drain, in stream order."""
+        out = self.outbox or []
+        if self.outbox is not None:
+            self.outbox = []
         return out
+
+    def snapshot_state(self) -> bytes:
+        claims, rejected = [], []
+        for member_id in sorted(self._client_ids):
+            by_id = self._client_ids[member_id]
+            for client_order_id in sorted(by_id):
+                order = by_id[client_order_id]
+                if order.order_id is None:
+                    rejected.append(order)
+                else:
+                    claims.append(_Claim(member_id, client_order_id, order.order_id))
+        orders = [order for _, order in sorted(self._orders.items())]
+        return _state_encoder.encode(TrackerState(self.trading_day, orders, claims, rejected))
+
+    def restore_state(self, data: bytes, seq: int) -> None:
+        assert self.last_seq == 0 and not self._orders and not self._client_ids, "restore needs a fresh tracker"
+        state = _state_decoder.decode(data)
+        self.trading_day = state.trading_day
+        for order in state.orders:
+            assert order.order_id is not None
+            self._orders[order.order_id] = order
+            if order.is_open:
+                self._open.setdefault(order.member_id, {})[order.order_id] = order
+        for claim in state.claims:
+            self._client_ids.setdefault(claim.member_id, {})[claim.client_order_id] = self._orders[claim.order_id]
+        for order in state.rejected:
+            self._client_ids.setdefault(order.member_id, {})[order.client_order_id] = order
+        self.last_seq = self.restored_seq = seq
 
     # -- events ------------------------------------------------------------------------------
 
-    def _accepted(self, event: OrderAccepted, out: Outbox) -> None:
+    def _accepted(self, event: OrderAccepted, out: _Out) -> None:
         assert event.order_id not in self._orders, f"order {event.order_id} accepted twice"
         price = event.price_fen if event.order_type == OrderType.LIMIT else None
         order = TrackedOrder(
@@ -182,19 +255,20 @@ class OrderTracker:
         self._claim(order)
         out.append((event.member_id, execution_report(order, "new")))
 
-    def _rejected(self, event: OrderRejected, command: object, out: Outbox) -> None:
-        cmd = command if isinstance(command, SubmitOrder) and command.member_id == event.member_id \
-            and command.client_order_id == event.client_order_id else None
+    def _rejected(self, event: OrderRejected, command: object, out: _Out) -> None:
+        source: OrderRejected | SubmitOrder = event
+        if event.side is None and isinstance(command, SubmitOrder) and command.member_id == event.member_id \
+                and command.client_order_id == event.client_order_id:
+            source = command  # a bare reject: the order's fields are the command's
         order = TrackedOrder(
             event.member_id, event.client_order_id, event.instrument,
-            cmd.side if cmd else None, cmd.order_type if cmd else None, cmd.tif if cmd else None,
-            cmd.price_fen if cmd else None, cmd.qty_t if cmd else 0,
+            source.side, source.order_type, source.tif, source.price_fen, source.qty_t,
             status="rejected", reject_reason=event.reason,
         )
         self._claim(order)
         out.append((event.member_id, execution_report(order, "rejected")))
 
-    def _filled(self, event: OrderFilled, out: Outbox) -> None:
+    def _filled(self, event: OrderFilled, out: _Out) -> None:
         for order_id, member_id, leaves in (
             (event.buy_order_id, event.buy_member_id, event.buy_leaves_t),
             (event.sell_order_id, event.sell_member_id, event.sell_leaves_t),
@@ -209,7 +283,7 @@ class OrderTracker:
             out.append((member_id, execution_report(order, "trade", event)))
 
     def _finished(
-        self, order_id: int, member_id: str, qty_t: int, status: OrdStatus, out: Outbox,
+        self, order_id: int, member_id: str, qty_t: int, status: OrdStatus, out: _Out,
         reason: CancelReason | None = None,
     ) -> None:
         order = self._orders[order_id]
@@ -220,7 +294,7 @@ class OrderTracker:
         self._close(order)
         out.append((member_id, execution_report(order, "canceled" if status == "canceled" else "expired")))
 
-    def _amended(self, event: OrderAmended, out: Outbox) -> None:
+    def _amended(self, event: OrderAmended, out: _Out) -> None:
         order = self._orders[event.order_id]
         assert order.member_id == event.member_id and order.is_open, (order, event)
         order.price_fen = event.price_fen
@@ -290,146 +364,3 @@ class OrderTracker:
         else:
             order = self.lookup_client_order(member_id, message.client_order_id)  # type: ignore[arg-type]
         return None if order is None else execution_report(order, "order_status")
-
-
-# -- L2 depth ------------------------------------------------------------------------------------
-
-DepthLevel = tuple[int, int, int]  # (price in fen, quantity in tonnes, number of orders)
-
-
-class LevelChanges(NamedTuple):
-    """One instrument's changed levels after a command, best first; (price, 0, 0) = gone."""
-
-    bids: list[DepthLevel]
-    asks: list[DepthLevel]
-
-
-class _Resting(msgspec.Struct, gc=False):
-    instrument: str
-    side: Side
-    price_fen: int
-    qty_t: int
-
-
-class _Side:
-    """One side of one instrument: price -> [quantity, orders], and the prices in order."""
-
-    __slots__ = ("levels", "prices")
-
-    def __init__(self) -> None:
-        self.levels: dict[int, list[int]] = {}
-        self.prices: list[int] = []  # ascending
-
-    def best_first(self, side: Side, limit: int | None = None) -> list[DepthLevel]:
-        prices = self.prices[::-1] if side == Side.BUY else self.prices
-        chosen = prices if limit is None else prices[:limit]
-        return [(price, *self.levels[price]) for price in chosen]  # type: ignore[misc]
-
-
-class Depth:
-    """The L2 book of every instrument, from events, with per-command net changes."""
-
-    def __init__(self) -> None:
-        self._resting: dict[int, _Resting] = {}
-        self._sides: dict[tuple[str, Side], _Side] = {}
-        self._before: dict[tuple[str, Side, int], tuple[int, int]] = {}  # this command's touched levels
-
-    def apply(self, events: Iterable[object]) -> dict[str, LevelChanges]:
-        """Work through one command's events; return the levels that changed, per instrument."""
-        for event in events:
-            match event:
-                case OrderAccepted():
-                    self._add(event.order_id, _Resting(event.instrument, event.side, event.price_fen, event.qty_t))
-                case OrderFilled():
-                    self._fill(event.buy_order_id, event.qty_t, event.buy_leaves_t)
-                    self._fill(event.sell_order_id, event.qty_t, event.sell_leaves_t)
-                case OrderCancelled() | OrderExpired():
-                    self._remove(event.order_id)
-                case OrderAmended():
-                    old = self._remove(event.order_id)
-                    self._add(event.order_id, _Resting(old.instrument, old.side, event.price_fen, event.qty_t))
-        return self._net_changes()
-
-    def levels(self, instrument: str, limit: int | None = None) -> tuple[list[DepthLevel], list[DepthLevel]]:
-        """(bids best first, asks best first), as ``OrderBook.depth`` gives them."""
-        return (
-            self._side(instrument, Side.BUY).best_first(Side.BUY, limit),
-            self._side(instrument, Side.SELL).best_first(Side.SELL, limit),
-        )
-
-    def resting_qty(self, order_id: int) -> int:
-        """An order's resting quantity as the depth counts it (0 when not resting)."""
-        resting = self._resting.get(order_id)
-        return 0 if resting is None else resting.qty_t
-
-    # -- changes -------------------------------------------------------------------------------
-
-    def _side(self, instrument: str, side: Side) -> _Side:
-        book = self._sides.get((instrument, side))
-        if book is None:
-            book = self._sides[(instrument, side)] = _Side()
-        return book
-
-    def _level(self, resting: _Resting) -> list[int]:
-        """The order's level, remembering how it looked before this command touched it."""
-        book = self._side(resting.instrument, resting.side)
-        price = resting.price_fen
-        level = book.levels.get(price)
-        key = (resting.instrument, resting.side, price)
-        if key not in self._before:
-            self._before[key] = (level[0], level[1]) if level else (0, 0)
-        if level is None:
-            level = book.levels[price] = [0, 0]
-            bisect.insort(book.prices, price)
-        return level
-
-    def _drop_if_empty(self, resting: _Resting, level: list[int]) -> None:
-        if level[1]:
-            assert level[0] > 0, level
-            return
-        assert level[0] == 0, level
-        book = self._side(resting.instrument, resting.side)
-        del book.levels[resting.price_fen]
-        del book.prices[bisect.bisect_left(book.prices, resting.price_fen)]
-
-    def _add(self, order_id: int, resting: _Resting) -> None:
-        assert order_id not in self._resting and resting.qty_t > 0, (order_id, resting)
-        level = self._level(resting)
-        level[0] += resting.qty_t
-        level[1] += 1
-        self._resting[order_id] = resting
-
-    def _fill(self, order_id: int, qty_t: int, leaves_t: int) -> None:
-        resting = self._resting[order_id]
-        assert resting.qty_t - qty_t == leaves_t, (order_id, resting, qty_t, leaves_t)
-        if not leaves_t:
-            self._remove(order_id)
-            return
-        level = self._level(resting)
-        level[0] -= qty_t
-        resting.qty_t = leaves_t
-
-    def _remove(self, order_id: int) -> _Resting:
-        resting = self._resting.pop(order_id)
-        level = self._level(resting)
-        level[0] -= resting.qty_t
-        level[1] -= 1
-        self._drop_if_empty(resting, level)
-        return resting
-
-    def _net_changes(self) -> dict[str, LevelChanges]:
-        changes: dict[str, LevelChanges] = {}
-        for (instrument, side, price), before in self._before.items():
-            level = self._sides[(instrument, side)].levels.get(price)
-            after = (level[0], level[1]) if level else (0, 0)
-            if after == before:
-                continue
-            entry = changes.get(instrument)
-            if entry is None:
-                entry = changes[instrument] = LevelChanges([], [])
-            (entry.bids if side == Side.BUY else entry.asks).append((price, *after))  # type: ignore[arg-type]
-        self._before = {}
-        for entry in changes.values():
-            entry.bids.sort(reverse=True)
-            entry.asks.sort()
-        return changes

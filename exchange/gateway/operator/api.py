@@ -2,12 +2,12 @@
 
 JSON in and out; a role token in ``Authorization: Bearer <token>``. ``docs/operator-api.md``
 describes each endpoint with an example; ``/openapi.json`` is generated from the structs
-below (:mod:`exchange.gateway.openapi`).
+below (:mod:`exchange.gateway.operator.openapi`).
 
 Decisions:
 
 * **Authorization before anything.** A middleware finds the route's method and path template,
-  looks them up in :data:`exchange.gateway.roles.ENDPOINTS` and refuses (401 without a valid
+  looks them up in :data:`exchange.gateway.operator.roles.ENDPOINTS` and refuses (401 without a valid
   token, 403 with a token of a role not in the row) before the handler runs. Tokens are
   compared in constant time.
 * **Request bodies are msgspec Structs that forbid unknown fields**, decoded strictly;
@@ -15,8 +15,10 @@ Decisions:
   400 bad input, 401 no or bad token, 403 wrong role, 404 no such member / instrument /
   statement, 409 refused by the exchange (the reject's code and text), 503 shutting down.
 * **Every change is an engine command through the hub** (journalled, in order with the
-  members' orders); reads of the stores go through the hub's queue as well, so they never
-  overlap settlement's writes (see :mod:`exchange.gateway.hub`).
+  members' orders); reads of the exchange go through the hub's queue as well, so they never
+  overlap settlement's writes (see :mod:`exchange.gateway.hub`). The handlers see the
+  exchange only through the service port (:mod:`exchange.gateway.port`): its structs, never
+  the core's or a store's objects.
 * **Credentials.** Issuing returns the secret once, in the response body; it is neither
   logged nor stored (the store derives it from the master secret and keeps a fingerprint).
   The credential records are saved to the data directory after every issue and revoke.
@@ -29,16 +31,17 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from pathlib import Path
 from typing import Annotated, Any, Awaitable, Callable, Literal
 
 import msgspec
 from aiohttp import web
 from aiohttp.web_urldispatcher import MatchInfoError
 
-from exchange.gateway import roles
-from exchange.gateway.hub import Hub, HubStopped, rejected
-from exchange.gateway.wire import format_price, validation_error
+from exchange.gateway.hub import Hub, HubStopped, events_of, rejected
+from exchange.gateway.member.wire import format_price, validation_error
+from exchange.gateway.operator import roles
+from exchange.gateway.operator.openapi import build_openapi
+from exchange.gateway.port import ExchangePort, MemberAccount
 from exchange.model.commands import (
     CloseMarket,
     Deposit,
@@ -55,7 +58,7 @@ from exchange.model.enums import MemberKind, MemberStatus, TradingPhase
 from exchange.model.rejects import RejectReason
 from exchange.model.units import MAX_NOTIONAL_FEN, MAX_QTY_T
 
-log = logging.getLogger("exchange.gateway.operator_api")
+log = logging.getLogger("exchange.gateway.operator.api")
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 TOKENS: web.AppKey[dict] = web.AppKey("operator_tokens", dict)
@@ -182,11 +185,11 @@ class TradeView(msgspec.Struct):
     instrument: str
     price: str
     qty_t: int
-    aggressor: str
+    aggressor: str | None  # null for a trade off the book
     buy_member_id: str
-    buy_order_id: int
+    buy_order_id: int | None
     sell_member_id: str
-    sell_order_id: int
+    sell_order_id: int | None
     seq: int
 
 
@@ -276,11 +279,11 @@ def events_body(events: list) -> EventsBody:
 
 async def command(request: web.Request, engine_command: Any) -> web.Response:
     """Run an operator command; 409 (404 for an unknown member or instrument) if refused."""
-    events = await hub_of(request).submit(engine_command)
-    refusal = rejected(events)
+    applied = await hub_of(request).submit(engine_command)
+    refusal = rejected(applied.events)
     if refusal is not None:
         raise_refusal(refusal.reason)
-    return json_response(events_body(events))
+    return json_response(events_body(applied.events))
 
 
 def raise_refusal(reason: RejectReason) -> None:
@@ -294,8 +297,8 @@ def raise_refusal(reason: RejectReason) -> None:
 async def health(request: web.Request) -> web.Response:
     hub = hub_of(request)
     status = "ok" if hub.fatal is None and not hub.stopped.is_set() else "stopping"
-    core = hub.exchange.core
-    return json_response(Health(status, core.last_seq, core.trading_day, hub.metrics.connections))
+    service = hub.service
+    return json_response(Health(status, service.last_seq, service.trading_day, hub.metrics.connections))
 
 
 async def metrics(request: web.Request) -> web.Response:
@@ -304,25 +307,20 @@ async def metrics(request: web.Request) -> web.Response:
 
 
 async def openapi(request: web.Request) -> web.Response:
-    from exchange.gateway.openapi import build_openapi
-
-    return json_response(build_openapi(ROUTES))
+    return json_response(build_openapi(ROUTES, ErrorBody))
 
 
 async def state(request: web.Request) -> web.Response:
     """The engine's state hash: equal to a replay of the journal (the restart test uses it)."""
-    def read(exchange) -> StateBody:
-        engine = exchange.engine
-        return StateBody(engine.last_seq, exchange.core.state_hash(), engine.journal.chain_hash.hex(), exchange.core.trading_day)
-
-    return json_response(await hub_of(request).read(read))
+    summary = await hub_of(request).read(lambda service: service.state_summary())
+    return json_response(StateBody(summary.last_seq, summary.state_hash, summary.journal_chain, summary.trading_day))
 
 
 # -- members ---------------------------------------------------------------------------------
 
 
-def member_view(account: Any) -> MemberView:
-    holdings = [HoldingView(symbol, h.available_t, h.reserved_t, h.locked_t, h.obligation_t) for symbol, h in account.holdings]
+def member_view(account: MemberAccount) -> MemberView:
+    holdings = [HoldingView(h.instrument, h.available_t, h.reserved_t, h.locked_t, h.obligation_t) for h in account.holdings]
     return MemberView(
         account.member_id, MemberKind(account.kind).name.lower(), MemberStatus(account.status).name.lower(),
         account.killed, account.cash_available_fen, account.cash_reserved_fen, account.cash_pending_fen,
@@ -332,7 +330,7 @@ def member_view(account: Any) -> MemberView:
 
 async def list_members(request: web.Request) -> web.Response:
     hub = hub_of(request)
-    accounts = await hub.read(lambda exchange: hub.member_accounts())
+    accounts = await hub.read(member_accounts)
     return json_response([member_view(account) for account in sorted(accounts, key=lambda a: a.member_id)])
 
 
@@ -358,8 +356,12 @@ def member_id_param(request: web.Request) -> str:
     return member_id
 
 
+def member_accounts(service: ExchangePort) -> list[MemberAccount]:
+    return service.member_accounts()
+
+
 async def require_member(hub: Hub, member_id: str) -> None:
-    accounts = await hub.read(lambda exchange: hub.member_accounts())
+    accounts = await hub.read(member_accounts)
     if all(account.member_id != member_id for account in accounts):
         raise ApiError(404, "no such member", "member_id")
 
@@ -450,66 +452,56 @@ async def start_of_day(request: web.Request) -> web.Response:
     """Open the day and load every member's holdings from the registry (one job, in order)."""
     body = await decode_body(request, TradingDayRequest)
     hub = hub_of(request)
-    await hub.read(check_registry_accounts)
-    events = await hub.run(lambda exchange: exchange.start_day(body.trading_day))
-    refusal = rejected(events[:1])
+    # Every member must have a registry account before the day opens: the load of holdings
+    # runs after ``StartDay`` is journalled, so a registry refusal there would leave the day
+    # half-opened. Asked first, it is a 409 and nothing changes.
+    refusal = await hub.read(lambda service: service.registry_refusal())
     if refusal is not None:
-        raise_refusal(refusal.reason)
-    return json_response(events_body(events))
-
-
-def check_registry_accounts(exchange) -> None:
-    """Every member must have a registry account before the day opens: the load of holdings
-    runs after ``StartDay`` is journalled, so a registry refusal there would leave the day
-    half-opened. Asked first, it is a 409 and nothing changes."""
-    registry = exchange.registry
-    if registry is None:
-        return
-    for member_id in sorted(exchange.core.risk.accounts):
-        try:
-            registry.holdings(member_id)
-        except Exception as error:  # noqa: BLE001 - the registry's refusal, reported as it is
-            raise ApiError(409, f"the registry cannot give {member_id}'s holdings: {error}", "member_id") from None
+        raise ApiError(409, f"the registry cannot give {refusal.member_id}'s holdings: {refusal.problem}", "member_id")
+    records = await hub.run(lambda service: service.start_day(body.trading_day))
+    reject = rejected(records[0].events)
+    if reject is not None:
+        raise_refusal(reject.reason)
+    return json_response(events_body(events_of(records)))
 
 
 async def end_of_day(request: web.Request) -> web.Response:
-    events = await hub_of(request).run(lambda exchange: exchange.end_day())
-    refusal = rejected(events[:1])
+    applied = await hub_of(request).run(lambda service: service.end_day())
+    refusal = rejected(applied.events)
     if refusal is not None:
         raise_refusal(refusal.reason)
-    return json_response(events_body(events))
+    return json_response(events_body(applied.events))
 
 
 async def settle(request: web.Request) -> web.Response:
     """Settle a closed day in a worker thread while the engine waits (see the hub)."""
     body = await decode_body(request, TradingDayRequest)
     try:
-        report = await hub_of(request).run_blocking(lambda exchange: exchange.settle(body.trading_day))
+        report = await hub_of(request).run_blocking(lambda service: service.settle(body.trading_day))
     except (HubStopped, ApiError):
         raise
     except Exception as error:  # noqa: BLE001 - settlement stops are reported, never guessed at
         log.warning("settlement of %s stopped: %s", body.trading_day, error)
         raise ApiError(409, f"settlement stopped: {error}", "trading_day") from None
-    return json_response(msgspec.to_builtins(report))
+    return json_response(report)
 
 
-def statements_dir(hub: Hub, trading_day: str) -> Path:
+async def statements_dir(hub: Hub, trading_day: str):
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
         raise ApiError(404, "no statements for that day", "trading_day")
-    root = getattr(getattr(hub.exchange.clearing, "settlement", None), "statements_dir", None)
-    directory = Path(root) / trading_day if root is not None else None
+    directory = await hub.read(lambda service: service.statements_dir(trading_day))
     if directory is None or not directory.is_dir():
         raise ApiError(404, "no statements for that day (not settled yet?)", "trading_day")
     return directory
 
 
 async def list_statements(request: web.Request) -> web.Response:
-    directory = statements_dir(hub_of(request), request.match_info["trading_day"])
+    directory = await statements_dir(hub_of(request), request.match_info["trading_day"])
     return json_response(sorted(path.name for path in directory.iterdir() if path.is_file()))
 
 
 async def download_statement(request: web.Request) -> web.StreamResponse:
-    directory = statements_dir(hub_of(request), request.match_info["trading_day"])
+    directory = await statements_dir(hub_of(request), request.match_info["trading_day"])
     name = request.match_info["name"]
     path = directory / name
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name) or name.startswith(".") or not path.is_file():
@@ -535,14 +527,10 @@ async def trades(request: web.Request) -> web.Response:
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
         raise ApiError(400, "a trading day is YYYY-MM-DD", "trading_day")
 
-    def read(exchange) -> list:
-        exchange.clearing.store.flush()
-        return exchange.clearing.store.day_trades(trading_day)
-
-    rows = await hub_of(request).read(read)
+    rows = await hub_of(request).read(lambda service: service.day_trades(trading_day))
     return json_response([
         TradeView(r.trade_id, r.trading_day, r.instrument, format_price(r.price_fen), r.qty_t,
-                  "buy" if r.aggressor == 1 else "sell", r.buy_member_id, r.buy_order_id,
+                  None if r.aggressor is None else "buy" if r.aggressor == 1 else "sell", r.buy_member_id, r.buy_order_id,
                   r.sell_member_id, r.sell_order_id, r.seq)
         for r in rows
     ])
@@ -553,12 +541,12 @@ async def positions(request: web.Request) -> web.Response:
     hub = hub_of(request)
     trading_day = request.query.get("trading_day")
     if trading_day is None:
-        accounts = await hub.read(lambda exchange: hub.member_accounts())
+        accounts = await hub.read(member_accounts)
         return json_response([member_view(a) for a in sorted(accounts, key=lambda a: a.member_id)])
     if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
         raise ApiError(400, "a trading day is YYYY-MM-DD", "trading_day")
-    rows = await hub.read(lambda exchange: exchange.clearing.store.day_positions(trading_day))
-    return json_response([dict(row._mapping) for row in rows])
+    rows = await hub.read(lambda service: service.day_positions(trading_day))
+    return json_response(rows)
 
 
 async def alerts(request: web.Request) -> web.Response:

@@ -43,7 +43,7 @@ from typing import Callable
 
 import msgspec
 
-from exchange.gateway.wire import Logon
+from exchange.gateway.member.wire import Logon
 
 KEY_ID_BYTES = 8  # 16 hex characters
 MASTER_SECRET_BYTES = 32

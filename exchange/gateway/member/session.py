@@ -42,16 +42,15 @@ import logging
 import secrets
 import time
 from collections import deque
-from typing import TYPE_CHECKING
 
 from aiohttp import WSMsgType, web
 
-from exchange.gateway import wire
-from exchange.gateway.auth import AuthError
-from exchange.gateway.hub import HubStopped
-from exchange.gateway.orders import TrackedOrder, execution_report, unknown_client_order_reject
-from exchange.gateway.roles import ANONYMOUS, MEMBER, message_allowed
-from exchange.gateway.wire import (
+from exchange.gateway.hub import Hub, HubStopped
+from exchange.gateway.member import wire
+from exchange.gateway.member.auth import AuthError
+from exchange.gateway.member.orders import TrackedOrder, execution_report, unknown_client_order_reject
+from exchange.gateway.operator.roles import ANONYMOUS, MEMBER, message_allowed
+from exchange.gateway.member.wire import (
     AmendRequest,
     CancelAfter,
     CancelRequest,
@@ -70,10 +69,7 @@ from exchange.gateway.wire import (
     WireError,
 )
 
-if TYPE_CHECKING:
-    from exchange.gateway.hub import Hub
-
-log = logging.getLogger("exchange.gateway.session")
+log = logging.getLogger("exchange.gateway.member.session")
 
 HARD_FRAME_LIMIT = 4 * wire.MAX_FRAME_BYTES  # aiohttp's max_msg_size: beyond it, close (1009)
 CLOSE_GRACE_S = 2.0  # for the last messages to leave before the connection is aborted
@@ -292,8 +288,7 @@ class Session:
         self.member_id, self.key_id, self.role = member_id, logon.key_id, MEMBER
         self.cancel_on_disconnect, self.heartbeat_s = logon.cancel_on_disconnect, logon.heartbeat_s
         hub.add_session(self)
-        trading_day = hub.tracker.trading_day or hub.exchange.core.trading_day
-        self.send_private(LogonAck(member_id, self.session_id, self.heartbeat_s, trading_day))
+        self.send_private(LogonAck(member_id, self.session_id, self.heartbeat_s, hub.trading_day))
         for order in hub.tracker.open_orders(member_id):
             self.send_private(wire_report(order))
         log.info("%r logged on with key %s", self, logon.key_id)

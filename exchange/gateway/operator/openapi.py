@@ -1,10 +1,11 @@
 """``/openapi.json``: the operator API described from the same msgspec structs it decodes.
 
 The document is generated, never written by hand: paths from the route table of
-:mod:`exchange.gateway.operator_api`, request and response schemas from its structs through
-``msgspec.json.schema_components``, and each operation's allowed roles from
-:data:`exchange.gateway.roles.ENDPOINTS` (as ``x-roles``), so the description, the decoder and
-the authorization cannot drift apart.
+:mod:`exchange.gateway.operator.api` (handed in, with its error body: this module imports
+nothing of the API, so the two do not import each other), request and response schemas from
+its structs through ``msgspec.json.schema_components``, and each operation's allowed roles
+from :data:`exchange.gateway.operator.roles.ENDPOINTS` (as ``x-roles``), so the
+description, the decoder and the authorization cannot drift apart.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from typing import Any, Sequence
 
 import msgspec
 
-from exchange.gateway import roles
+from exchange.gateway.operator import roles
 
 REF = "#/components/schemas/{name}"
 _ERROR_STATUSES = {"400": "Bad input: the field is named", "401": "No or invalid token",
@@ -22,17 +23,17 @@ _ERROR_STATUSES = {"400": "Bad input: the field is named", "401": "No or invalid
                    "409": "Refused by the exchange (reject code and text)"}
 
 
-def build_openapi(routes: Sequence[tuple]) -> dict[str, Any]:
-    from exchange.gateway.operator_api import ErrorBody
-
-    types = [ErrorBody]
+def build_openapi(routes: Sequence[tuple], error_body: type) -> dict[str, Any]:
+    """The document for ``routes`` (method, path, handler, body, response, summary); every
+    error answers with ``error_body``."""
+    types = [error_body]
     for _, _, _, body, response, _ in routes:
         types.extend(t for t in (body, response) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
     by_type = dict(zip(types, schemas))
     paths: dict[str, dict] = {}
     for method, path, _, body, response, summary in routes:
-        paths.setdefault(path, {})[method.lower()] = _operation(method, path, body, response, summary, by_type)
+        paths.setdefault(path, {})[method.lower()] = _operation(method, path, body, response, summary, by_type, error_body.__name__)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Exchange operator API", "version": "1"},
@@ -45,7 +46,7 @@ def build_openapi(routes: Sequence[tuple]) -> dict[str, Any]:
     }
 
 
-def _operation(method: str, path: str, body: Any, response: Any, summary: str, by_type: dict) -> dict:
+def _operation(method: str, path: str, body: Any, response: Any, summary: str, by_type: dict, error_name: str) -> dict:
     allowed = sorted(roles.ENDPOINTS[(method, path)])
     operation: dict[str, Any] = {
         "summary": summary,
@@ -56,7 +57,7 @@ def _operation(method: str, path: str, body: Any, response: Any, summary: str, b
         ],
         "responses": {
             "200": {"description": "OK", **({"content": {"application/json": {"schema": by_type[response]}}} if response is not None else {})},
-            **{status: {"description": text, "content": {"application/json": {"schema": {"$ref": REF.format(name="ErrorBody")}}}}
+            **{status: {"description": text, "content": {"application/json": {"schema": {"$ref": REF.format(name=error_name)}}}}
                for status, text in _ERROR_STATUSES.items()},
         },
     }

@@ -160,7 +160,7 @@ _IN = dict(tag_field="type", frozen=True, forbid_unknown_fields=True)
 
 
 class Logon(msgspec.Struct, tag="logon", **_IN):
-    """The first message of a session; see ``exchange.gateway.auth`` for the signature."""
+    """The first message of a session; see ``exchange.gateway.member.auth`` for the signature."""
 
     key_id: KeyId
     timestamp_ms: TimestampMs
