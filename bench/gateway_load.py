@@ -22,13 +22,24 @@ process), logs each on with its own key, and runs the phases:
 * **open loop** (the latency): one pacer sends at a fixed total rate, round-robin over the
   clients, whatever the answers do; once at the rate of the target, once at a light rate.
 
-Requests: what the simulated members of :mod:`exchange.sim.strategies` decide (the same
-strategies as ``exchange simulate``), on one instrument: each client is a maker, a taker or
-a trader (seeded), quoting around its fair value (which drifts and follows its own fills),
-crossing with IOC, FOK and market orders, placing day and GTC orders, cancelling and amending
-them (by client order id), now and then a mass cancel and a deliberately bad order. The
-clients subscribe to no market data (this is order entry), so a taker's limit goes at its fair
-value. A request is answered by the first ``execution_report`` for its client order id (a new
+Requests: what a strategy of :mod:`exchange.sim.strategies` decides, on one instrument; two
+mixes (``mix``):
+
+* ``load`` (the default): :func:`~exchange.sim.strategies.load_turn`, the mix this generator
+  sent before it used the shared strategies, so that its figures compare with older runs: new
+  day limit orders (buys and sells, uniform over +-5 ticks around 58.20, 1-10 t, so about half
+  cross and trade) and, for a fifth of the requests (when the client has a resting order), a
+  cancel (by client order id) of the client's oldest resting order. Same draws, same order, as
+  before: the same seed sends the same requests.
+* ``members``: :func:`~exchange.sim.strategies.member_turn`, the simulated members of
+  ``exchange simulate``: each client is a maker, a taker or a trader (seeded), quoting around
+  its fair value (which drifts and follows its own fills), crossing with IOC, FOK and market
+  orders, placing day and GTC orders (larger: 10 to 5,000 t), cancelling and amending them (by
+  client order id), now and then a mass cancel and a deliberately bad order. Another load
+  per request (other sizes, order types, matching and rejects): its figures do not compare
+  with the ``load`` mix's. A taker's limit goes at its fair value (no book view, see below).
+
+The clients subscribe to no market data (this is order entry). A request is answered by the first ``execution_report`` for its client order id (a new
 order's ``new``, or a ``rejected``), by a cancel's or amend's ``canceled``/``replaced``, or by a
 ``cancel_reject``; a mass cancel has no single answer and is not counted. Order ->
 acknowledgement latency is the time from just before the ``new_order`` frame is written to the
@@ -83,12 +94,15 @@ from exchange.sim.strategies import (  # noqa: E402
     OperatorTurn,
     clamp,
     draw_style,
+    load_turn,
     member_turn,
 )
 
 SYMBOL = "CEA-2025"
 TRADING_DAY = "2026-01-05"  # a Monday
 MID_FEN = 5_820  # the instrument's reference price, 58.20: every client's first fair value
+MIXES = ("load", "members")  # the request mixes (see the module's doc); the first is the default
+DEFAULT_MIX = MIXES[0]
 CASH_FEN = 10**13  # 100 billion CNY a member: no buy is ever short of cash
 HOLDING_T = 10_000_000  # allowances a member holds at the start of day: no sell is short
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -313,11 +327,40 @@ class Resting:
             self._index[last.cid] = index
 
 
+class OldestFirst:
+    """The client's open orders in the order they rested, for the ``load`` mix (which cancels
+    the oldest): ``orders[0]`` is the oldest, removal by id is O(1)."""
+
+    def __init__(self) -> None:
+        self._orders: dict[str, RestingOrder] = {}
+
+    def __len__(self) -> int:
+        return len(self._orders)
+
+    def __getitem__(self, index: int) -> RestingOrder:
+        if index == 0 and self._orders:
+            return next(iter(self._orders.values()))
+        return list(self._orders.values())[index]
+
+    @property
+    def orders(self) -> OldestFirst:
+        return self
+
+    def get(self, cid: str) -> RestingOrder | None:
+        return self._orders.get(cid)
+
+    def add(self, order: RestingOrder) -> None:
+        self._orders.setdefault(order.cid, order)
+
+    def remove(self, cid: str) -> None:
+        self._orders.pop(cid, None)
+
+
 class LoadView:
     """The strategies' market view for a load client: today's band, the price of its own last
     fill (it subscribes to no market data: this is order entry), its resting orders."""
 
-    def __init__(self, band: tuple[int, int], resting: Resting) -> None:
+    def __init__(self, band: tuple[int, int], resting: Resting | OldestFirst) -> None:
         self._band, self.resting = band, resting
         self.last_px: int | None = None
 
@@ -330,7 +373,7 @@ class LoadView:
     def market_price(self, symbol: str) -> int | None:
         return self.last_px
 
-    def open_orders(self, member_id: str, symbol: str) -> list[RestingOrder]:
+    def open_orders(self, member_id: str, symbol: str) -> list[RestingOrder] | OldestFirst:
         return self.resting.orders
 
     def unknown_order_id(self, rnd: random.Random) -> int:
@@ -341,13 +384,23 @@ class LoadClient:
     """One member's WebSocket session, sending what :mod:`exchange.sim.strategies` decides
     and timing the answers. Every request but a mass cancel has exactly one answer: a new
     order's first ``execution_report``; a cancel's or amend's ``canceled`` / ``replaced`` report
-    or its ``cancel_reject``. A mass cancel is sent along and not counted."""
+    or its ``cancel_reject``. A mass cancel is sent along and not counted. ``mix``: ``load``
+    (:func:`load_turn`) or ``members`` (:func:`member_turn`, a style drawn first)."""
 
-    def __init__(self, index: int, member_id: str, key: tuple[str, bytes], seed: int, band: tuple[int, int]) -> None:
+    def __init__(self, index: int, member_id: str, key: tuple[str, bytes], seed: int, band: tuple[int, int],
+                 mix: str = DEFAULT_MIX) -> None:
         self.index, self.member_id, self.key = index, member_id, key
         self.rng = random.Random(seed)
-        self.member = Member(member_id, draw_style(self.rng), [SYMBOL], {SYMBOL: clamp(MID_FEN, band)})
-        self.resting = Resting()
+        if mix == "load":  # no style drawn: the first draws are the old generator's
+            self.member = Member(member_id, "load", [SYMBOL], {SYMBOL: clamp(MID_FEN, band)})
+            self.resting: Resting | OldestFirst = OldestFirst()
+            self.turn = load_turn
+        elif mix == "members":
+            self.member = Member(member_id, draw_style(self.rng), [SYMBOL], {SYMBOL: clamp(MID_FEN, band)})
+            self.resting = Resting()
+            self.turn = member_turn
+        else:
+            raise ValueError(f"unknown mix {mix!r}: one of {', '.join(MIXES)}")
         self.view = LoadView(band, self.resting)
         self.ws: aiohttp.ClientWebSocketResponse | None = None
         self.prefix = f"c{index}-"
@@ -383,7 +436,7 @@ class LoadClient:
         operator turns are skipped)."""
         frames = []
         while True:
-            intent = member_turn(self.rng, self.member, self.view)
+            intent = self.turn(self.rng, self.member, self.view)
             frame, answered = self.frame_for(intent)
             if frame is not None:
                 frames.append(frame)
@@ -551,9 +604,9 @@ class PhaseResult:
 class Load:
     """The connected clients of one run and the server they drive."""
 
-    def __init__(self, server: ServedProcess, market: Market, seed: int) -> None:
+    def __init__(self, server: ServedProcess, market: Market, seed: int, mix: str = DEFAULT_MIX) -> None:
         self.server = server
-        self.clients = [LoadClient(i, member, market.keys[member], seed * 1_000 + i, market.band)
+        self.clients = [LoadClient(i, member, market.keys[member], seed * 1_000 + i, market.band, mix)
                         for i, member in enumerate(server.members)]
         self.readers: list[asyncio.Task] = []
 
@@ -654,13 +707,14 @@ class Load:
 
 async def drive(server: ServedProcess, market: Market, seed: int, window: int,
                 warmup_s: float, measure_s: float, paced_rate: float, light_rate: float,
-                share_of_max: float = 0.9) -> tuple[PhaseResult, PhaseResult, PhaseResult]:
+                share_of_max: float = 0.9, mix: str = DEFAULT_MIX) -> tuple[PhaseResult, PhaseResult, PhaseResult]:
     """Three phases on one server: closed loop first; then open loop at ``paced_rate`` (or,
     when the server sustained less, at ``share_of_max`` of what it sustained); then open loop
-    at ``light_rate`` (at most half of what it sustained), to see latency away from saturation."""
+    at ``light_rate`` (at most half of what it sustained), to see latency away from saturation.
+    ``mix``: the requests, ``load`` or ``members`` (see the module's doc)."""
     connector = aiohttp.TCPConnector(limit=0)
     async with aiohttp.ClientSession(connector=connector) as http:
-        load = Load(server, market, seed)
+        load = Load(server, market, seed, mix)
         await load.connect(http)
         try:
             sustained = await load.closed_loop(window, warmup_s, measure_s)

@@ -13,7 +13,11 @@ engine command, a wire message, an HTTP call. So the styles exist once:
   deliberately bad orders (too large, outside the band, more than it can pay for or deliver,
   a zero quantity, a cancel of an id that is not its own) so that rejects show;
 * the **operator** now and then halts an instrument or pulls a member's kill switch (each
-  undone a few hundred commands later), deposits or withdraws money.
+  undone a few hundred commands later), deposits or withdraws money;
+* the **load** mix (:func:`load_turn`, the gateway benchmark's default) is not a member
+  style: small day limit orders within 5 ticks of a fixed price and, a fifth of the time, a
+  cancel of the member's oldest open order, the request mix the gateway load generator sent
+  before it used these strategies (so its figures stay comparable with older runs).
 
 Why the functions look as they do: the in-process run's journal is pinned byte for byte for a
 seed (``tests/test_golden_run.py``), so the draws on the generator happen in exactly one
@@ -47,6 +51,11 @@ OPERATOR_SHARE = 0.002
 CANCEL_OR_AMEND_BELOW = 0.14
 MASS_CANCEL_BELOW = 0.145
 BAD_ORDER_BELOW = 0.16
+
+# The load mix (:func:`load_turn`): the gateway load generator's requests before the redesign.
+LOAD_CANCEL_SHARE = 0.2  # of turns, when the member has an open order: a cancel of the oldest
+LOAD_SPREAD_TICKS = 5  # new orders: uniform over fair value -5 .. +5 ticks (fen)
+LOAD_QTY_T = (1, 10)  # new orders: uniform over 1 .. 10 t
 
 
 class OpenOrder(Protocol):
@@ -264,6 +273,32 @@ def bad_order(rnd: random.Random, symbol: str, fair: int, view: MarketView) -> N
     if choice == 2:
         return NewOrderIntent(symbol, side, UNAFFORDABLE_QTY_T, fair, deliberately_bad=True)
     return NewOrderIntent(symbol, side, 0, fair, deliberately_bad=True)
+
+
+
+# -- the load mix ------------------------------------------------------------------------------
+
+
+def load_turn(rnd: random.Random, member: Member, view: MarketView) -> NewOrderIntent | CancelIntent:
+    """The gateway benchmark's request mix (not a member style): one roll; below
+    ``LOAD_CANCEL_SHARE``, and if the member has an open order, a cancel of its oldest one
+    (the first of ``view.open_orders``: a view for this mix lists them oldest first); else a
+    day limit order, buy or sell with even odds, 1 to 10 t, priced uniformly within
+    ``LOAD_SPREAD_TICKS`` of the member's fair value (which does not move: about half of the
+    orders cross and trade), kept inside the band. The instrument is the member's first.
+
+    The draws (roll, side, price, quantity) are those of the load generator before the
+    redesign, in the same order: the same seed gives the same requests."""
+    symbol = member.symbols[0]
+    roll = rnd.random()
+    orders = view.open_orders(member.member_id, symbol)
+    if orders and roll < LOAD_CANCEL_SHARE:
+        return CancelIntent(symbol, orders[0])
+    side = Side.BUY if rnd.random() < 0.5 else Side.SELL
+    offset = rnd.randrange(2 * LOAD_SPREAD_TICKS + 1) - LOAD_SPREAD_TICKS
+    price = clamp(member.fair_fen[symbol] + offset, view.band(symbol))
+    qty = rnd.randint(*LOAD_QTY_T)
+    return NewOrderIntent(symbol, side, qty, price, OrderType.LIMIT, TimeInForce.DAY)
 
 
 # -- the operator ------------------------------------------------------------------------------

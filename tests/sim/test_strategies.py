@@ -123,3 +123,52 @@ def test_the_strategies_do_no_io() -> None:
         elif isinstance(node, ast.ImportFrom):
             names.add(node.module or "")
     assert names <= {"__future__", "random", "dataclasses", "typing", "exchange.model"}
+
+
+def load_turns(count: int, view: View, seed: int = 13) -> list:
+    rnd = random.Random(seed)
+    member = Member("L8x000", "load", ["CEA-2025"], {"CEA-2025": 5_820})
+    return [strategies.load_turn(rnd, member, view) for _ in range(count)]
+
+
+def test_the_load_mix_has_the_baseline_shape() -> None:
+    """The gateway benchmark's mix: small day limit orders within 5 ticks of 58.20, a fifth
+    cancels of the oldest open order; fair value does not move."""
+    oldest, newer = Order(7, 5_818, 4), Order(8, 5_822, 9)
+    intents = load_turns(10_000, View([oldest, newer]))
+    cancels = [i for i in intents if isinstance(i, CancelIntent)]
+    orders = [i for i in intents if isinstance(i, NewOrderIntent)]
+    assert len(cancels) + len(orders) == len(intents)
+    assert 0.18 <= len(cancels) / len(intents) <= 0.22
+    assert all(c.order is oldest and c.symbol == "CEA-2025" for c in cancels)
+    assert {o.qty_t for o in orders} == set(range(1, 11))
+    assert {o.price_fen - 5_820 for o in orders} == set(range(-5, 6))
+    assert all(o.order_type is OrderType.LIMIT and o.tif is TimeInForce.DAY and not o.deliberately_bad for o in orders)
+    assert all(o.symbol == "CEA-2025" for o in orders)
+    buys = sum(o.side is Side.BUY for o in orders) / len(orders)
+    assert 0.47 <= buys <= 0.53
+
+
+def test_the_load_mix_cancels_only_what_is_open_and_repeats_for_a_seed() -> None:
+    assert all(isinstance(i, NewOrderIntent) for i in load_turns(1_000, View()))
+    view = View([Order(7, 5_818, 4)])
+    assert load_turns(500, view) == load_turns(500, view)
+
+
+def test_the_load_mix_draws_as_the_baseline_generator_did() -> None:
+    """The same draws in the same order as the load generator before the shared strategies
+    (``bench/gateway_load.py``: roll, side, price index over +-5 ticks, quantity)."""
+    seed, resting = 20250602 * 1_000, [Order(7, 5_818, 4)]
+    old = random.Random(seed)
+    expected = []
+    for _ in range(2_000):
+        roll = old.random()
+        if roll < 0.2:
+            expected.append(("cancel", 7))
+            continue
+        side = Side.BUY if old.random() < 0.5 else Side.SELL
+        price = 5_820 - 5 + old.randrange(11)
+        expected.append((side, price, old.randint(1, 10)))
+    got = [("cancel", i.order.order_id) if isinstance(i, CancelIntent) else (i.side, i.price_fen, i.qty_t)
+           for i in load_turns(2_000, View(resting), seed)]
+    assert got == expected
