@@ -36,7 +36,7 @@ OPENING_FEN = 10**13  # each member's opening cash (100 billion CNY): every buye
 
 
 def generate_day(url: str, members: int, trade_count: int, seed: int) -> None:
-    from exchange.clearing.ledger import CashLedger, Transfer, TransferCode, BANK
+    from exchange.clearing.ledger import BANK, CashLedger, Transfer, TransferCode
     from exchange.clearing.settlement import Settlement
     from exchange.clearing.trades import TradeStore, closing_positions, trades
     from registry_adapter.demo import allocate_holdings
@@ -63,7 +63,9 @@ def generate_day(url: str, members: int, trade_count: int, seed: int) -> None:
     store.engine.dispose()
 
 
-def trade_rows(ids: list[str], trade_count: int, seed: int) -> tuple[list[dict], dict]:
+def trade_rows(ids: list[str], trade_count: int, seed: int) -> tuple[list[dict[str, object]], dict[tuple[str, str], int]]:
+    from exchange.clearing.obligations import Venue
+
     rnd = random.Random(seed)
     net: dict[tuple[str, str], int] = {}  # (member, asset) -> + to deliver / pay
     rows = []
@@ -71,8 +73,8 @@ def trade_rows(ids: list[str], trade_count: int, seed: int) -> tuple[list[dict],
         buyer, seller = rnd.sample(ids, 2)
         unit, price, qty = rnd.choice(UNITS), rnd.randrange(5_000, 6_500), rnd.randrange(1, 200)
         rows.append(dict(
-            trade_id=trade_id, trading_day=DAY, instrument=unit, price_fen=price, qty_t=qty, aggressor=1,
-            buy_order_id=2 * trade_id, buy_member_id=buyer, sell_order_id=2 * trade_id + 1, sell_member_id=seller,
+            trade_id=trade_id, trading_day=DAY, venue=int(Venue.BOOK), instrument=unit, qty_t=qty, price_fen=price,
+            buyer=buyer, seller=seller, buy_source=2 * trade_id, sell_source=2 * trade_id + 1, aggressor=1,
             seq=trade_id, ts_ns=trade_id,
         ))
         net[seller, unit] = net.get((seller, unit), 0) + qty
@@ -82,7 +84,7 @@ def trade_rows(ids: list[str], trade_count: int, seed: int) -> tuple[list[dict],
     return rows, net
 
 
-def position_rows(ids: list[str], net: dict) -> list[dict]:
+def position_rows(ids: list[str], net: dict[tuple[str, str], int]) -> list[dict[str, object]]:
     """The exchange's view at the close: opening plus the day, minus what is owed."""
     rows = []
     for member in ids:

@@ -1,103 +1,80 @@
-"""A trading day's obligations, worked out from its trades: gross per trade, net per member.
+"""The obligation record: what one trade owes, whatever venue made it.
 
-Every trade owes two things: the seller delivers the allowances to the buyer (a registry
-transfer) and the buyer pays the seller price x quantity (a cash ledger transfer). Each leg
-carries an idempotency id derived from the trading day, the trade id and the leg, so that a
-leg posted once is never posted again, however often settlement runs:
+Every trade, on whatever venue (the continuous book today; block deals, auctions and
+buy-backs as those rooms arrive), becomes the same :class:`Obligation`: the seller's account
+delivers ``qty_t`` tonnes of ``instrument`` to the buyer's account, and the buyer's account
+pays the seller's ``price_fen x qty_t`` fen. Settlement, the trade store and the statements
+read nothing else, so a new venue is one more case in :func:`obligation_of`, not a change to
+clearing.
 
-    settle:2026-11-23:T1234:allowance      seller -> buyer, in the registry
-    settle:2026-11-23:T1234:cash           buyer -> seller, in the cash ledger
+Decisions:
 
-The registry unit of an instrument is its symbol (``CEA-2025``, ``CCER``), and a member's
-registry account and cash account are both named by its member id.
-
-The net per member and asset (``+`` to deliver or pay, ``-`` to receive) goes on the
-statements, is what each member's cash is held for before delivery, and must equal the
-exchange's own view of the day's obligations (the closing positions).
+* **Accounts, not members.** The counterparties are account ids: a member's (its member id)
+  or a house account's (the adjustment reserve, the buy-back fund, the auction proceeds).
+  Nothing downstream looks an account up in a table of members.
+* **Sources are generic.** ``buy_source`` and ``sell_source`` are the ids of what each side's
+  hold backed, in the venue's own id space (for the book: the buy and the sell order id; a
+  quote id, a bid id, an offer id later). The venue says which space; a side that had no hold
+  (a house account delivering from its own pot) has ``None``.
+* **One trade-id space.** Settlement names its legs by the trade id alone
+  (``settle:DAY:T<trade>:...``), so every venue's trades must be numbered from the core's one
+  trade counter.
+* **Pure.** This module imports only the model and msgspec, so the core's risk room can use
+  the same record when it books obligations at each fill (it moves to ``exchange.model``
+  unchanged when it does: rooms of the core may not import clearing).
 """
 
 from __future__ import annotations
 
-import hashlib
+import enum
+
 import msgspec
+
+from exchange.model.events import OrderFilled
 
 CASH = "cash"  # the asset name of money; instrument symbols are upper case
 
 
-class TradeLeg(msgspec.Struct, frozen=True, gc=False, array_like=True):
-    """One trade as settlement sees it (a row of the trade store, in trade id order)."""
+class Venue(enum.IntEnum):
+    """Where a trade was made (stored as a small integer in the trade store)."""
+
+    BOOK = 1  # the continuous order book
+    BLOCK = 2  # reserved: negotiated block deals and click-to-trade
+    AUCTION = 3  # reserved: the regulator's auctions
+    BUYBACK = 4  # reserved: the regulator's buy-backs
+
+
+class Obligation(msgspec.Struct, frozen=True, gc=False, array_like=True):
+    """One trade as clearing sees it: the seller delivers, the buyer pays.
+
+    ``array_like`` and ``gc=False`` because settlement holds a million of these: they encode
+    as plain arrays for the day's digest and cost the garbage collector nothing. The trade
+    store's columns carry the fields' names (``TradeStore.day_obligations`` builds records
+    positionally from them)."""
 
     trade_id: int
+    venue: Venue
     instrument: str
-    price_fen: int
     qty_t: int
-    buyer: str
-    seller: str
+    price_fen: int
+    buyer: str  # account id
+    seller: str  # account id
+    buy_source: int | None  # what the buyer's hold backed (the book: the buy order id)
+    sell_source: int | None  # what the seller's hold backed (the book: the sell order id)
+
+    @property
+    def value_fen(self) -> int:
+        """What the buyer pays the seller."""
+        return self.price_fen * self.qty_t
 
 
-class DayObligations:
-    """The day's trades with what each member owes, per asset: ``received`` and ``delivered``
-    count tonnes of an instrument, or fen of ``cash`` (delivered = paid)."""
-
-    def __init__(self, trading_day: str, trades: list[TradeLeg]) -> None:
-        self.trading_day = trading_day
-        self.trades = trades
-        self.received: dict[tuple[str, str], int] = {}  # (member, asset) -> amount
-        self.delivered: dict[tuple[str, str], int] = {}
-        self.value_fen = self.volume_t = 0
-        self._add_up()
-        self.digest = trades_digest(trading_day, trades)
-
-    @classmethod
-    def from_trades(cls, trading_day: str, rows: list[tuple]) -> "DayObligations":
-        """``rows`` are the day's trades in trade id order as (trade id, instrument, price,
-        quantity, buyer, seller): ``TradeStore.day_trade_legs``."""
-        return cls(trading_day, [TradeLeg(*row) for row in rows])
-
-    def _add_up(self) -> None:
-        # The tightest loop of settlement set-up: plain dicts of ints, one pass.
-        received, delivered = self.received, self.delivered
-        value_total = volume = 0
-        for trade in self.trades:
-            qty, buyer, seller = trade.qty_t, (trade.buyer, trade.instrument), (trade.seller, trade.instrument)
-            value = trade.price_fen * qty
-            value_total += value
-            volume += qty
-            received[buyer] = received.get(buyer, 0) + qty
-            delivered[seller] = delivered.get(seller, 0) + qty
-            payer, payee = (trade.buyer, CASH), (trade.seller, CASH)
-            delivered[payer] = delivered.get(payer, 0) + value
-            received[payee] = received.get(payee, 0) + value
-        self.value_fen, self.volume_t = value_total, volume
-
-    def members(self) -> list[str]:
-        return sorted({member for member, _ in self.received} | {member for member, _ in self.delivered})
-
-    def net(self, member: str, asset: str) -> int:
-        """+ to deliver (or pay), - to receive."""
-        return self.delivered.get((member, asset), 0) - self.received.get((member, asset), 0)
-
-    def nets(self) -> dict[tuple[str, str], int]:
-        """Every (member, asset) with a non-zero net."""
-        keys = self.received.keys() | self.delivered.keys()
-        return {key: net for key in keys if (net := self.net(*key))}
-
-    def gross_pay_fen(self, member: str) -> int:
-        return self.delivered.get((member, CASH), 0)
-
-    def net_pay_fen(self, member: str) -> int:
-        return self.net(member, CASH)
+TradeEvent = OrderFilled  # grows into a union as venues arrive (a block deal, an auction award)
 
 
-def leg_id(trading_day: str, trade_id: int, leg: str) -> str:
-    return f"settle:{trading_day}:T{trade_id}:{leg}"
-
-
-def member_leg_id(trading_day: str, member: str, leg: str) -> str:
-    return f"settle:{trading_day}:M:{member}:{leg}"
-
-
-def trades_digest(trading_day: str, trades: list[TradeLeg]) -> str:
-    """A fingerprint of the day's trades, taken when settlement freezes them: a later run
-    that finds other trades for the day stops instead of settling something else."""
-    return hashlib.blake2b(msgspec.msgpack.encode([trading_day, trades]), digest_size=16).hexdigest()
+def obligation_of(event: TradeEvent) -> Obligation:
+    """The obligation of one trade event: the only place a venue's event becomes clearing's
+    record, so every consumer agrees on who owes what."""
+    return Obligation(
+        event.trade_id, Venue.BOOK, event.instrument, event.qty_t, event.price_fen,
+        event.buy_member_id, event.sell_member_id, event.buy_order_id, event.sell_order_id,
+    )

@@ -1,6 +1,10 @@
 """End-of-day settlement: delivery versus payment against the registry and the cash ledger.
 
-After the close the clearing house settles the day, in stages. Each stage is recorded in the
+After the close the clearing house settles the day, in stages. What to post and what to check
+is worked out by the pure :class:`~exchange.clearing.plan.SettlementPlan` from the day's
+obligation records (one per trade, whatever its venue, see
+:mod:`exchange.clearing.obligations`); this module executes that plan: it reads the stores,
+runs the stages, records the progress and writes the statements. Each stage is recorded in the
 ``settlement_days`` table once it is done, so a run that was killed resumes where it stopped:
 
 1. **Freeze** the day's trades: their count and a digest are recorded. A later run that
@@ -9,22 +13,24 @@ After the close the clearing house settles the day, in stages. Each stage is rec
    (the closing positions the core reported at ``EndDay``); every seller can deliver (a dry
    run of the allowance legs, in trade order, over the registry's holdings) and every buyer
    can pay its net (the cash ledger's available balance). The reservations made at order
-   entry guarantee all of this; it is checked anyway, and every problem is reported.
-3. **Hold** each net payer's money: one pending ledger transfer member -> settlement, so
+   entry guarantee all of this; it is checked anyway, and every problem is reported. The
+   counterparties are accounts, a member's or the house's: one a store does not know is a
+   problem reported, never a crash.
+3. **Hold** each net payer's money: one pending ledger transfer account -> settlement, so
    nothing can withdraw it while the allowances move.
 4. **Deliver**: every allowance leg, seller -> buyer, in one registry batch (all or nothing).
 5. **Pay**: one ledger batch, all or nothing: void the holds; advance each buyer its gross
    purchases from the settlement account; every cash leg buyer -> seller; each buyer repays
-   the advance. The advance makes the legs independent of their order, so a member may pay
+   the advance. The advance makes the legs independent of their order, so an account may pay
    with the same day's sale proceeds; the settlement account ends the batch at zero.
-6. **Reconcile**: every member's registry holding and ledger balance must equal the
+6. **Reconcile**: every account's registry holding and ledger balance must equal the
    exchange's view (the closing positions after their obligations), to the tonne and the
    fen, and the settlement account must be back at zero.
-7. **Statements**: one CSV per member and the settlement report, written to a temporary
+7. **Statements**: one CSV per account with a closing position or a trade, and the settlement report, written to a temporary
    directory and renamed into place.
 
 Exactly once: every leg carries an idempotency id derived from the trading day, the trade id
-and the leg (see :mod:`exchange.clearing.obligations`), and both stores apply a known id as
+and the leg (see :mod:`exchange.clearing.plan`), and both stores apply a known id as
 a no-op, so a stage run again after a crash posts nothing twice. A day already settled
 returns its stored report and writes nothing.
 
@@ -45,19 +51,25 @@ import enum
 import os
 import shutil
 import time
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TypeVar
 
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from exchange.clearing import ledger as cash
-from exchange.clearing.ledger import CashLedger, LedgerError
-from exchange.clearing.obligations import CASH, DayObligations, leg_id, member_leg_id
+from exchange.clearing.ledger import SETTLEMENT, CashLedger, LedgerError, Operation
+from exchange.clearing.obligations import CASH
+from exchange.clearing.plan import ClosingPosition, SettlementPlan
 from exchange.clearing.trades import TradeStore
 from exchange.model.units import format_fen
-from registry_adapter.port import Registry, RegistryError, RegistryUnavailable, Transfer, UnknownAccount
+from registry_adapter.port import (
+    Registry,
+    RegistryError,
+    RegistryUnavailable,
+    UnknownAccount,
+)
 
 ACTOR = "exchange:settlement"
 WRITE_POINTS = (
@@ -65,6 +77,7 @@ WRITE_POINTS = (
     "cash-paid", "paid", "statements-written", "settled",
 )
 TRANSIENT = (RegistryUnavailable, TimeoutError, ConnectionError)
+T = TypeVar("T")
 
 
 class Stage(enum.IntEnum):
@@ -155,36 +168,36 @@ class Settlement:
         positions = self.store.day_positions(trading_day)
         if not positions:
             raise SettlementStopped(trading_day, "freeze", "the day has no closing positions: it has not closed")
-        day = DayObligations.from_trades(trading_day, self.store.day_trade_legs(trading_day))
-        stage = self._freeze(day, record)
+        plan = SettlementPlan(trading_day, self.store.day_obligations(trading_day))
+        stage = self._freeze(plan, record)
         try:
-            return self._run(day, positions, stage)
+            return self._run(plan, positions, stage)
         except SettlementStopped as stop:
             self._record_stop(trading_day, str(stop))
             raise
 
-    def _run(self, day: DayObligations, positions: list, stage: Stage) -> SettlementReport:
+    def _run(self, plan: SettlementPlan, positions: Sequence[ClosingPosition], stage: Stage) -> SettlementReport:
         steps = (
-            (Stage.VERIFIED, lambda: self._verify(day, positions), "verified"),
-            (Stage.HELD, lambda: self._hold(day), "cash-held"),
-            (Stage.DELIVERED, lambda: self._deliver(day), "allowances-delivered"),
-            (Stage.PAID, lambda: self._pay(day), "cash-paid"),
+            (Stage.VERIFIED, lambda: self._verify(plan, positions), "verified"),
+            (Stage.HELD, lambda: self._ledger_batch(plan.trading_day, "hold", plan.hold_legs()), "cash-held"),
+            (Stage.DELIVERED, lambda: self._deliver(plan), "allowances-delivered"),
+            (Stage.PAID, lambda: self._ledger_batch(plan.trading_day, "pay", plan.pay_legs()), "cash-paid"),
         )
         for target, step, point in steps:
             if stage < target:
                 step()
                 if target != Stage.VERIFIED:
                     self.checkpoint(point)
-                stage = self._advance(day.trading_day, target)
-        differences = self._reconcile(day, positions)
+                stage = self._advance(plan.trading_day, target)
+        differences = self._reconcile(plan.trading_day, positions)
         if differences:
             raise SettlementStopped(
-                day.trading_day, "reconcile", f"{len(differences)} differences between the stores and the exchange",
+                plan.trading_day, "reconcile", f"{len(differences)} differences between the stores and the exchange",
                 [f"{d.member_id} {d.asset}: exchange {d.exchange_view}, store {d.store}" for d in differences],
             )
-        report = self._report(day, positions)
-        self._write_statements(day, positions, report)
-        self._advance(day.trading_day, Stage.SETTLED, report=msgspec.json.encode(report).decode())
+        report = self._report(plan, positions)
+        self._write_statements(plan, positions, report)
+        self._advance(plan.trading_day, Stage.SETTLED, report=msgspec.json.encode(report).decode())
         return report
 
     # -- the record of each day's progress ---------------------------------------------------
@@ -194,25 +207,25 @@ class Settlement:
             query = sa.select(settlement_days).where(settlement_days.c.trading_day == trading_day)
             return connection.execute(query).first()
 
-    def _freeze(self, day: DayObligations, record: sa.Row | None) -> Stage:
+    def _freeze(self, plan: SettlementPlan, record: sa.Row | None) -> Stage:
+        trades = len(plan.obligations)
         if record is not None:
-            if (record.trades, record.trades_digest) != (len(day.trades), day.digest):
+            if (record.trades, record.trades_digest) != (trades, plan.digest):
                 raise SettlementStopped(
-                    day.trading_day, "freeze",
-                    f"the day's trades changed since settlement froze them ({record.trades} trades then, "
-                    f"{len(day.trades)} now)",
+                    plan.trading_day, "freeze",
+                    f"the day's trades changed since settlement froze them ({record.trades} trades then, {trades} now)",
                 )
             return Stage(record.stage)
-        values = dict(trading_day=day.trading_day, stage=Stage.FROZEN, trades=len(day.trades),
-                      trades_digest=day.digest, stopped="", report="")
+        values = dict(trading_day=plan.trading_day, stage=Stage.FROZEN, trades=trades,
+                      trades_digest=plan.digest, stopped="", report="")
         dialect = sqlite if self.store.engine.dialect.name == "sqlite" else postgresql
         with self.store.engine.begin() as connection:
             connection.execute(dialect.insert(settlement_days).values(values).on_conflict_do_nothing())
         self.checkpoint("frozen")
-        return self._freeze(day, self._record(day.trading_day))
+        return self._freeze(plan, self._record(plan.trading_day))
 
     def _advance(self, trading_day: str, stage: Stage, report: str = "") -> Stage:
-        values: dict = dict(stage=stage, stopped="")
+        values: dict[str, object] = dict(stage=stage, stopped="")
         if report:
             values["report"] = report
         with self.store.engine.begin() as connection:
@@ -235,66 +248,27 @@ class Settlement:
 
     # -- the stages --------------------------------------------------------------------------
 
-    def _verify(self, day: DayObligations, positions: list) -> None:
-        problems = obligation_problems(day, positions)
-        problems += self._delivery_problems(day)
-        problems += self._payment_problems(day)
+    def _verify(self, plan: SettlementPlan, positions: Sequence[ClosingPosition]) -> None:
+        problems = plan.obligation_problems(positions)
+        problems += plan.delivery_problems(self._registry_holdings(plan))
+        problems += plan.payment_problems(self._available_fen())
         if problems:
-            raise SettlementStopped(day.trading_day, "verify", f"{len(problems)} problems; nothing was posted", problems)
+            raise SettlementStopped(plan.trading_day, "verify", f"{len(problems)} problems; nothing was posted", problems)
 
-    def _delivery_problems(self, day: DayObligations) -> list[str]:
-        """A dry run of the allowance legs, in trade order, over the registry's holdings."""
+    def _registry_holdings(self, plan: SettlementPlan) -> dict[str, dict[str, int]]:
+        """The registry's holdings of every account with an obligation that it knows."""
         holdings: dict[str, dict[str, int]] = {}
-        problems = []
-        for member in day.members():
-            try:
-                holdings[member] = self._registry_call(
-                    day.trading_day, "verify", lambda: dict(self.registry.holdings(member))
-                )
-            except UnknownAccount:
-                problems.append(f"{member}: no registry account")
-        short: set[tuple[str, str]] = set()
-        for trade in day.trades:
-            seller, buyer = holdings.get(trade.seller), holdings.get(trade.buyer)
-            if seller is None or buyer is None:
-                continue
-            held = seller.get(trade.instrument, 0)
-            if held < trade.qty_t and (trade.seller, trade.instrument) not in short:
-                short.add((trade.seller, trade.instrument))
-                problems.append(
-                    f"{trade.seller}: holds {held} t of {trade.instrument}, trade {trade.trade_id} delivers {trade.qty_t} t"
-                )
-            seller[trade.instrument] = held - trade.qty_t
-            buyer[trade.instrument] = buyer.get(trade.instrument, 0) + trade.qty_t
-        return problems
+        for account in plan.accounts():
+            held = self._holdings_or_none(plan.trading_day, "verify", account)
+            if held is not None:
+                holdings[account] = held
+        return holdings
 
-    def _payment_problems(self, day: DayObligations) -> list[str]:
-        balances = {account.account_id: account.available_fen for account in self.ledger.accounts()}
-        problems = []
-        for member in day.members():
-            if member not in balances:
-                problems.append(f"{member}: no cash account")
-            elif balances[member] < day.net_pay_fen(member):
-                problems.append(
-                    f"{member}: {format_fen(balances[member])} CNY available, "
-                    f"{format_fen(day.net_pay_fen(member))} CNY to pay"
-                )
-        return problems
+    def _available_fen(self) -> dict[str, int]:
+        return {account.account_id: account.available_fen for account in self.ledger.accounts()}
 
-    def _hold(self, day: DayObligations) -> None:
-        holds = [
-            cash.Transfer(member_leg_id(day.trading_day, member, "hold"), member, cash.SETTLEMENT,
-                          day.net_pay_fen(member), cash.TransferCode.SETTLEMENT, "", True)
-            for member in day.members() if day.net_pay_fen(member) > 0
-        ]
-        self._ledger_batch(day.trading_day, "hold", holds)
-
-    def _deliver(self, day: DayObligations) -> None:
-        trading_day = day.trading_day
-        legs = [
-            Transfer(leg_id(trading_day, t.trade_id, "allowance"), t.seller, t.buyer, t.instrument, t.qty_t)
-            for t in day.trades
-        ]
+    def _deliver(self, plan: SettlementPlan) -> None:
+        legs, trading_day = plan.registry_legs(), plan.trading_day
         if not legs:
             return
         reason = f"settlement of trading day {trading_day}"
@@ -306,7 +280,7 @@ class Settlement:
                 "the buyers' cash stays held until a later run delivers",
             ) from error
 
-    def _registry_call(self, trading_day: str, stage: str, call):
+    def _registry_call(self, trading_day: str, stage: str, call: Callable[[], T]) -> T:
         """``call()``, retried while the registry times out or cannot be reached: every call
         is idempotent (the same ids), so a retry is safe whether or not the last one landed."""
         for attempt in range(1, self.registry_attempts + 1):
@@ -322,26 +296,7 @@ class Settlement:
                 self.sleep(self.retry_wait_s * attempt)
         raise AssertionError("unreachable")
 
-    def _pay(self, day: DayObligations) -> None:
-        trading_day, operations = day.trading_day, []
-        code = cash.TransferCode.SETTLEMENT
-        payers = [member for member in day.members() if day.gross_pay_fen(member) > 0]
-        for member in day.members():
-            if day.net_pay_fen(member) > 0:
-                operations.append(cash.VoidPending(member_leg_id(trading_day, member, "hold")))
-        for member in payers:
-            operations.append(cash.Transfer(member_leg_id(trading_day, member, "advance"), cash.SETTLEMENT, member,
-                                            day.gross_pay_fen(member), code))
-        operations.extend(
-            cash.Transfer(leg_id(trading_day, t.trade_id, "cash"), t.buyer, t.seller, t.price_fen * t.qty_t, code)
-            for t in day.trades
-        )
-        for member in payers:
-            operations.append(cash.Transfer(member_leg_id(trading_day, member, "repay"), member, cash.SETTLEMENT,
-                                            day.gross_pay_fen(member), code))
-        self._ledger_batch(trading_day, "pay", operations)
-
-    def _ledger_batch(self, trading_day: str, stage: str, operations: list) -> None:
+    def _ledger_batch(self, trading_day: str, stage: str, operations: Sequence[Operation]) -> None:
         try:
             self.ledger.apply(operations)
         except LedgerError as error:
@@ -349,92 +304,80 @@ class Settlement:
 
     # -- reconciliation, report, statements --------------------------------------------------
 
-    def _reconcile(self, day: DayObligations, positions: list) -> list[Difference]:
-        """Every member's registry holdings and ledger balance against the exchange's view."""
-        balances = {account.account_id: account.available_fen for account in self.ledger.accounts()}
+    def _reconcile(self, trading_day: str, positions: Sequence[ClosingPosition]) -> list[Difference]:
+        """Every account's registry holdings and ledger balance against the exchange's view."""
+        balances = self._available_fen()
         differences = []
-        if balances.get(cash.SETTLEMENT, 0) != 0:
-            differences.append(Difference(cash.SETTLEMENT, CASH, 0, balances.get(cash.SETTLEMENT)))
+        if balances.get(SETTLEMENT, 0) != 0:
+            differences.append(Difference(SETTLEMENT, CASH, 0, balances.get(SETTLEMENT)))
         held: dict[str, dict[str, int] | None] = {}
         for row in positions:
             if row.asset == CASH:
                 store = balances.get(row.member_id)
             else:
                 if row.member_id not in held:
-                    held[row.member_id] = self._holdings_or_none(day.trading_day, row.member_id)
+                    held[row.member_id] = self._holdings_or_none(trading_day, "reconcile", row.member_id)
                 units = held[row.member_id]
                 store = None if units is None else units.get(row.asset, 0)
             if store != row.settled:
                 differences.append(Difference(row.member_id, row.asset, row.settled, store))
         return differences
 
-    def _holdings_or_none(self, trading_day: str, member: str) -> dict[str, int] | None:
+    def _holdings_or_none(self, trading_day: str, stage: str, account: str) -> dict[str, int] | None:
+        """The registry's holdings of ``account``; None when it has no such account."""
         try:
-            return self._registry_call(trading_day, "reconcile", lambda: dict(self.registry.holdings(member)))
+            return self._registry_call(trading_day, stage, lambda: dict(self.registry.holdings(account)))
         except UnknownAccount:
             return None
 
-    def _report(self, day: DayObligations, positions: list) -> SettlementReport:
-        members = len({row.member_id for row in positions})
-        where = str(self.statements_dir / day.trading_day) if self.statements_dir is not None else ""
-        return SettlementReport(day.trading_day, len(day.trades), day.volume_t, day.value_fen, members,
-                                len(day.trades), len(day.trades), [], where)
+    def _report(self, plan: SettlementPlan, positions: Sequence[ClosingPosition]) -> SettlementReport:
+        accounts = len({row.member_id for row in positions})
+        trades = len(plan.obligations)
+        where = str(self.statements_dir / plan.trading_day) if self.statements_dir is not None else ""
+        return SettlementReport(plan.trading_day, trades, plan.volume_t, plan.value_fen, accounts, trades, trades, [], where)
 
-    def _write_statements(self, day: DayObligations, positions: list, report: SettlementReport) -> None:
+    def _write_statements(self, plan: SettlementPlan, positions: Sequence[ClosingPosition], report: SettlementReport) -> None:
         if self.statements_dir is None:
             return
-        final = self.statements_dir / day.trading_day
+        final = self.statements_dir / plan.trading_day
         if final.exists():  # written by a run that was killed before it recorded the day as settled
             return
-        scratch = self.statements_dir / f".{day.trading_day}.partial"
+        scratch = self.statements_dir / f".{plan.trading_day}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
         scratch.mkdir(parents=True)
-        write_statements(scratch, day, positions)
+        write_statements(scratch, plan, positions)
         (scratch / "settlement-report.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
         os.replace(scratch, final)
         self.checkpoint("statements-written")
 
 
-def obligation_problems(day: DayObligations, positions: list) -> list[str]:
-    """The net obligations from the trades must be the exchange's own obligations."""
-    expected = {(row.member_id, row.asset): row.obligation for row in positions if row.obligation}
-    found = day.nets()
-    return [
-        f"{member} {asset}: the trades owe {found.get((member, asset), 0)}, "
-        f"the exchange's view {expected.get((member, asset), 0)}"
-        for member, asset in sorted(expected.keys() | found.keys())
-        if expected.get((member, asset), 0) != found.get((member, asset), 0)
-    ]
-
-
 STATEMENT_HEADER = "record,instrument,trade_id,side,qty_t,price_cny,amount_cny\n"
 
 
-def write_statements(directory: Path, day: DayObligations, positions: list) -> None:
-    """One CSV per member with a closing position: its trades (amount + received, - paid),
-    its net per asset, and its settled holdings and cash.
+def write_statements(directory: Path, plan: SettlementPlan, positions: Sequence[ClosingPosition]) -> None:
+    """One CSV per account with a closing position or a trade: its trades (amount +
+    received, - paid), its net per asset, and its settled holdings and cash.
 
     Written as text rather than through ``csv``: no field can hold a comma, a quote or a line
-    break (symbols, member ids and numbers are all constrained), and a million trades appear
+    break (symbols, account ids and numbers are all constrained), and a million trades appear
     on two statements each, so each trade's figures are formatted once."""
     lines: dict[str, list[str]] = {row.member_id: [STATEMENT_HEADER] for row in positions}
-    for trade in day.trades:
-        price, value = format_fen(trade.price_fen), format_fen(trade.price_fen * trade.qty_t)
-        common = f"trade,{trade.instrument},{trade.trade_id},"
-        lines.setdefault(trade.buyer, [STATEMENT_HEADER]).append(f"{common}buy,{trade.qty_t},{price},-{value}\n")
-        lines.setdefault(trade.seller, [STATEMENT_HEADER]).append(f"{common}sell,{trade.qty_t},{price},{value}\n")
+    for ob in plan.obligations:
+        price, value = format_fen(ob.price_fen), format_fen(ob.value_fen)
+        common = f"trade,{ob.instrument},{ob.trade_id},"
+        lines.setdefault(ob.buyer, [STATEMENT_HEADER]).append(f"{common}buy,{ob.qty_t},{price},-{value}\n")
+        lines.setdefault(ob.seller, [STATEMENT_HEADER]).append(f"{common}sell,{ob.qty_t},{price},{value}\n")
     for row in positions:
-        lines[row.member_id].extend(statement_totals(row, day))
-    for member, text in lines.items():
-        (directory / f"{member}.csv").write_text("".join(text), encoding="utf-8")
+        lines[row.member_id].extend(statement_totals(row, plan))
+    for account, text in lines.items():
+        (directory / f"{account}.csv").write_text("".join(text), encoding="utf-8")
 
 
-def statement_totals(row, day: DayObligations) -> list[str]:
+def statement_totals(row: ClosingPosition, plan: SettlementPlan) -> list[str]:
     """A closing-position row's net for the day and its settled figure."""
-    net = day.net(row.member_id, row.asset)
+    net = plan.net(row.member_id, row.asset)
     if row.asset == CASH:
         net_line = f"net,,,{'pay' if net > 0 else 'receive'},,,{format_fen(-net)}\n"
         return [net_line, f"settled_cash,,,,,,{format_fen(row.settled)}\n"]
     net_line = f"net,{row.asset},,{'deliver' if net > 0 else 'receive'},{-net},,\n"
     return [net_line, f"settled_holding,{row.asset},,,{row.settled},,\n"]
-

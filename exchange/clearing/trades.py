@@ -1,5 +1,11 @@
 """The trade store: every trade and the closing positions, in SQL, for settlement and reports.
 
+Each trade is stored as its obligation record (:mod:`exchange.clearing.obligations`), the
+same columns whatever the venue: the venue, the two accounts, and what each side's hold backed
+(``buy_source``, ``sell_source``; for the book, the order ids). The book's aggressor side is
+kept beside it for the regulator's views (null for venues without one). Trade ids are the
+primary key: the core numbers every venue's trades from one counter.
+
 It is a durable projection of the event stream (:mod:`exchange.engine.stream`), named
 ``trades``: it applies each durable record once, buffers the trades and writes them in batches
 (``executemany``) together with its position (``last_seq``) in one transaction, so after a
@@ -18,13 +24,17 @@ The trading day of a trade is the stream record's own (``Applied.trading_day``).
 
 from __future__ import annotations
 
+import msgspec
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from exchange.clearing.obligations import CASH
-from exchange.clearing.stream_positions import create_positions_table, read_position, write_position
-from exchange.model.stream import Applied
+from exchange.clearing.obligations import CASH, Obligation, Venue, obligation_of
+from exchange.clearing.stream_positions import (
+    create_positions_table,
+    read_position,
+    write_position,
+)
 from exchange.model.events import MemberPosition, OrderFilled
+from exchange.model.stream import Applied
 
 metadata = sa.MetaData()
 
@@ -33,15 +43,16 @@ trades = sa.Table(
     metadata,
     sa.Column("trade_id", sa.BigInteger, primary_key=True, autoincrement=False),
     sa.Column("trading_day", sa.String(10), nullable=False, index=True),
+    sa.Column("venue", sa.SmallInteger, nullable=False),
     sa.Column("instrument", sa.String(32), nullable=False),
-    sa.Column("price_fen", sa.BigInteger, nullable=False),
     sa.Column("qty_t", sa.BigInteger, nullable=False),
-    sa.Column("aggressor", sa.SmallInteger, nullable=False),
-    sa.Column("buy_order_id", sa.BigInteger, nullable=False),
-    sa.Column("buy_member_id", sa.String(32), nullable=False),
-    sa.Column("sell_order_id", sa.BigInteger, nullable=False),
-    sa.Column("sell_member_id", sa.String(32), nullable=False),
-    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("price_fen", sa.BigInteger, nullable=False),
+    sa.Column("buyer", sa.String(64), nullable=False),  # an account id, a member's or the house's
+    sa.Column("seller", sa.String(64), nullable=False),
+    sa.Column("buy_source", sa.BigInteger, nullable=True),
+    sa.Column("sell_source", sa.BigInteger, nullable=True),
+    sa.Column("aggressor", sa.SmallInteger, nullable=True),
+    sa.Column("seq", sa.BigInteger, nullable=False),  # the journal record the trade came from
     sa.Column("ts_ns", sa.BigInteger, nullable=False),
 )
 
@@ -65,8 +76,8 @@ class TradeStore:
     def __init__(self, url_or_engine: str | sa.Engine, batch_size: int = 10_000) -> None:
         self.engine = sa.create_engine(url_or_engine) if isinstance(url_or_engine, str) else url_or_engine
         self.batch_size = batch_size
-        self._pending: list[dict] = []
-        self._positions: list[dict] = []
+        self._pending: list[dict[str, object]] = []
+        self._positions: list[MemberPosition] = []
         self._applied_seq = 0  # the last record applied (stored, or buffered for the next flush)
         self._stored_seq = 0
 
@@ -85,24 +96,19 @@ class TradeStore:
         assert applied.seq > self._applied_seq, f"record {applied.seq} applied twice"
         self._applied_seq = applied.seq
         for event in applied.events:
-            kind = type(event)
-            if kind is OrderFilled:
+            if type(event) is OrderFilled:  # exact types, which mypy narrows: the model has no subclasses
                 self._pending.append(self._row(applied, event))
-            elif kind is MemberPosition:
+            elif type(event) is MemberPosition:
                 self._positions.append(event)
         if len(self._pending) >= self.batch_size:
             self.flush()
 
     @staticmethod
-    def _row(applied: Applied, event: OrderFilled) -> dict:
+    def _row(applied: Applied, event: OrderFilled) -> dict[str, object]:
         assert applied.trading_day, "a trade before any trading day started"
-        return {
-            "trade_id": event.trade_id, "trading_day": applied.trading_day, "instrument": event.instrument,
-            "price_fen": event.price_fen, "qty_t": event.qty_t, "aggressor": int(event.aggressor),
-            "buy_order_id": event.buy_order_id, "buy_member_id": event.buy_member_id,
-            "sell_order_id": event.sell_order_id, "sell_member_id": event.sell_member_id,
-            "seq": applied.seq, "ts_ns": applied.ts_ns,
-        }
+        row: dict[str, object] = obligation_row(obligation_of(event))
+        row.update(trading_day=applied.trading_day, aggressor=int(event.aggressor), seq=applied.seq, ts_ns=applied.ts_ns)
+        return row
 
     def flush(self) -> None:
         """Write the buffered trades and positions, and the position in the stream, in one
@@ -126,17 +132,24 @@ class TradeStore:
             query = sa.select(trades).where(trades.c.trading_day == trading_day).order_by(trades.c.trade_id)
             return list(connection.execute(query))
 
-    def day_trade_legs(self, trading_day: str) -> list[tuple]:
-        """A day's trades as plain tuples for settlement, in trade id order: (trade id,
-        instrument, price, quantity, buyer, seller). Lighter than rows for a million trades."""
-        columns = (trades.c.trade_id, trades.c.instrument, trades.c.price_fen, trades.c.qty_t,
-                   trades.c.buy_member_id, trades.c.sell_member_id)
+    def day_obligations(self, trading_day: str) -> list[Obligation]:
+        """A day's trades as obligation records for settlement, in trade id order, with the
+        venue back as the enum, so each equals the record :func:`obligation_of` made.
+
+        Built positionally while the rows stream past, never holding them: a million rows
+        kept at once (``.all()``) are a million objects the garbage collector scans again and
+        again, which costs settlement more than reading them; the records are ``gc=False``."""
+        columns = [trades.c[name] for name in Obligation.__struct_fields__]
+        query = sa.select(*columns).where(trades.c.trading_day == trading_day).order_by(trades.c.trade_id)
+        venues = {venue.value: venue for venue in Venue}
         with self.engine.connect() as connection:
-            query = sa.select(*columns).where(trades.c.trading_day == trading_day).order_by(trades.c.trade_id)
-            return [tuple(row) for row in connection.execute(query)]
+            return [
+                Obligation(trade, venues[venue], unit, qty, price, buyer, seller, bought, sold)
+                for trade, venue, unit, qty, price, buyer, seller, bought, sold in connection.execute(query)
+            ]
 
     def day_positions(self, trading_day: str) -> list[sa.Row]:
-        """A day's closing positions by member and asset; empty until the day has closed."""
+        """A day's closing positions by account and asset; empty until the day has closed."""
         with self.engine.connect() as connection:
             query = (
                 sa.select(closing_positions).where(closing_positions.c.trading_day == trading_day)
@@ -149,7 +162,14 @@ class TradeStore:
             return connection.execute(sa.select(sa.func.count()).select_from(trades)).scalar_one()
 
 
-def position_rows(position: MemberPosition) -> list[dict]:
+def obligation_row(obligation: Obligation) -> dict[str, object]:
+    """An obligation's columns of the ``trades`` table (named as the record's fields)."""
+    row = msgspec.structs.asdict(obligation)
+    row["venue"] = int(obligation.venue)  # a plain int for every driver
+    return row
+
+
+def position_rows(position: MemberPosition) -> list[dict[str, object]]:
     day, member = position.trading_day, position.member_id
     rows = [dict(trading_day=day, member_id=member, asset=CASH,
                  settled=position.settled_cash_fen, obligation=position.cash_obligation_fen)]

@@ -15,7 +15,7 @@ from exchange.app import Exchange
 from exchange.clearing.ledger import cash_transfers
 from exchange.clearing.settlement import settlement_days
 from exchange.config import Config
-from exchange.simulation import SimulatedClock, Simulation
+from exchange.sim.in_process import SimulatedClock, Simulation
 from registry_adapter.sql import SqlRegistry, entries
 
 DAY = "2026-11-23"

@@ -157,7 +157,7 @@ def test_a_registry_that_stays_away_stops_settlement_and_a_later_run_finishes(da
 def test_a_refusal_stops_with_the_cash_held_until_resolved(day: tuple[Path, str]) -> None:
     data_dir, db_url = day
     exchange = open_exchange(data_dir, db_url)
-    seller = next(row.sell_member_id for row in exchange.clearing.store.day_trades(DAY))
+    seller = next(row.seller for row in exchange.clearing.store.day_trades(DAY))
     exchange.registry.freeze(seller, "authority:test", "investigation")
     with pytest.raises(SettlementStopped, match=f"{seller}.*frozen") as stopped:
         exchange.settle(DAY)
@@ -180,13 +180,13 @@ def test_a_seller_short_in_the_registry_stops_before_anything_posts(day: tuple[P
     exchange = open_exchange(data_dir, db_url)
     trade = exchange.clearing.store.day_trades(DAY)[0]
     registry = exchange.registry
-    held = registry.holdings(trade.sell_member_id)[trade.instrument]
+    held = registry.holdings(trade.seller)[trade.instrument]
     registry.open_account("SINK", "member_holding", actor="authority:test", reason="test")
-    registry.apply_transfers([Transfer("away", trade.sell_member_id, "SINK", trade.instrument, held)], "test", "test")
+    registry.apply_transfers([Transfer("away", trade.seller, "SINK", trade.instrument, held)], "test", "test")
     with pytest.raises(SettlementStopped) as stopped:
         exchange.settle(DAY)
     assert stopped.value.stage == "verify"
-    assert any(p.startswith(f"{trade.sell_member_id}: holds 0 t of {trade.instrument}") for p in stopped.value.problems)
+    assert any(p.startswith(f"{trade.seller}: holds 0 t of {trade.instrument}") for p in stopped.value.problems)
     assert legs_posted(db_url, DAY) == ([], [])
     exchange.close()
 
@@ -205,6 +205,23 @@ def test_trades_that_disagree_with_the_closing_positions_stop_settlement(day: tu
     with pytest.raises(SettlementStopped, match="verify") as stopped:
         exchange.settle(DAY)
     assert any(p.startswith(member) and "the exchange's view" in p for p in stopped.value.problems)
+    exchange.close()
+
+
+def test_a_counterparty_no_store_knows_is_a_problem_reported_not_a_crash(day: tuple[Path, str]) -> None:
+    """Counterparties are accounts, not looked up among members: an account the registry and
+    the ledger lack (here a reserve no one opened) stops verification with what is missing."""
+    data_dir, db_url = day
+    engine = sa.create_engine(db_url)
+    with engine.begin() as connection:
+        connection.execute(trades.update().where(trades.c.trade_id == 1).values(buyer="RESERVE"))
+    engine.dispose()
+    exchange = open_exchange(data_dir, db_url)
+    with pytest.raises(SettlementStopped) as stopped:
+        exchange.settle(DAY)
+    assert stopped.value.stage == "verify"
+    assert {"RESERVE: no registry account", "RESERVE: no cash account"} <= set(stopped.value.problems)
+    assert legs_posted(db_url, DAY) == ([], [])
     exchange.close()
 
 
