@@ -10,7 +10,7 @@ deterministic.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from exchange.model.commands import LoadHolding
 from registry_adapter.port import Registry

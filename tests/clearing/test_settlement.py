@@ -195,7 +195,10 @@ def test_trades_that_disagree_with_the_closing_positions_stop_settlement(day: tu
     data_dir, db_url = day
     engine = sa.create_engine(db_url)
     with engine.begin() as connection:
-        member = connection.execute(sa.select(closing_positions.c.member_id).where(closing_positions.c.obligation > 0)).first()[0]
+        member = connection.execute(
+            sa.select(closing_positions.c.member_id).where(closing_positions.c.obligation > 0)
+        ).scalars().first()
+        assert member is not None
         connection.execute(
             closing_positions.update().where(closing_positions.c.member_id == member).where(closing_positions.c.obligation > 0)
             .values(obligation=closing_positions.c.obligation + 1)
@@ -259,8 +262,9 @@ def test_a_day_that_has_not_closed_is_refused(day: tuple[Path, str]) -> None:
 # -- SIGKILL after every write -------------------------------------------------------------------
 
 
-def run_child(data_dir: Path, db_url: str, point: str) -> subprocess.Popen:
+def run_child(data_dir: Path, db_url: str, point: str) -> subprocess.Popen[bytes]:
     child = subprocess.Popen([sys.executable, str(SUPPORT), str(data_dir), db_url, point], stdout=subprocess.PIPE)
+    assert child.stdout is not None
     assert child.stdout.readline() == b"settling\n"  # recovered and about to settle
     return child
 
