@@ -9,6 +9,11 @@ gateway's service port (:class:`exchange.service.ExchangeService`) and builds th
 the aiohttp server on it: members on ``/ws``, operators on the HTTP API. ``exchange serve``
 prints the URL and where the operator tokens are.
 
+After a restart (a crash or not: start-up and recovery are the same path) the hub arms a
+grace timer for every member whose journalled session guard would cancel its orders (see
+:mod:`exchange.gateway.hub`); ``--cancel-on-disconnect-grace-s`` sets how long a member with
+cancel-on-disconnect has to log back on (30 s by default).
+
 SIGINT or SIGTERM stop it gracefully: no new connections, every session told
 (``session_closing``: ``server_shutdown``), the command queue drained, the journal flushed and
 the stores closed. A SIGKILL loses nothing acknowledged: an acknowledgement leaves only after
@@ -33,7 +38,7 @@ from typing import Any, Callable
 
 from exchange.app import Exchange
 from exchange.config import Config, ConfigError, load_config
-from exchange.gateway.hub import Hub
+from exchange.gateway.hub import DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S, Hub
 from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
 from exchange.gateway.views import GatewayViews
 from exchange.service import ExchangeService
@@ -73,7 +78,8 @@ def compose(
 ) -> ServedExchange:
     """Open the exchange over ``data_dir`` with the gateway's views and wire the gateway to
     it (not started: ``await served.start()``). ``hub_options`` go to :class:`Hub`
-    (``max_connections_per_member``, ``max_outbound``, ``max_errors_per_minute``)."""
+    (``max_connections_per_member``, ``max_outbound``, ``max_errors_per_minute``,
+    ``cancel_on_disconnect_grace_s``)."""
     views = GatewayViews.build(sorted(item.symbol for item in config.listed_instruments()))
     exchange = Exchange.open(config, data_dir, clock, clearing_url=clearing_url, registry=registry, views=views.projections())
     try:
@@ -98,8 +104,22 @@ def add_serve_command(subparsers: argparse._SubParsersAction) -> argparse.Argume
     parser.add_argument("--operator-tokens", help="a JSON file of role tokens (default: made in the data directory)")
     parser.add_argument("--max-connections-per-member", type=int, default=4)
     parser.add_argument("--max-outbound", type=int, default=10_000, help="messages queued per connection before it is cut")
+    parser.add_argument(
+        "--cancel-on-disconnect-grace-s", type=_non_negative_seconds, default=DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S,
+        help="after a restart, how long a member with cancel-on-disconnect has to log back on before its orders "
+             f"are cancelled (default {DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S:g})")
     parser.set_defaults(run=serve)
     return parser
+
+
+def _non_negative_seconds(text: str) -> float:
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not 0 <= seconds <= 86_400:
+        raise argparse.ArgumentTypeError(f"seconds must be from 0 to 86400: {text!r}")
+    return seconds
 
 
 def serve(args: argparse.Namespace) -> int:
@@ -119,6 +139,7 @@ async def run(args: argparse.Namespace) -> int:
         operator_tokens_file=Path(args.operator_tokens) if args.operator_tokens else None,
         host=args.host, port=args.port,
         max_connections_per_member=args.max_connections_per_member, max_outbound=args.max_outbound,
+        cancel_on_disconnect_grace_s=args.cancel_on_disconnect_grace_s,
     )
     try:
         url = await served.start()

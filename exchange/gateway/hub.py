@@ -47,6 +47,23 @@ Decisions:
   so two identical ids in flight cannot both pass the duplicate check.
 * **Dead-man timers are per member**, kept by the hub, and keep running when the member's
   sessions drop: losing the connection is exactly what they are for.
+* **Session guards are journalled** (:mod:`exchange.gateway.guards`). What protects a
+  member's orders when its sessions go away (cancel-on-disconnect: any live session asked for
+  it; the dead-man period while the timer is armed) lives in the hub's memory, so the hub also
+  journals it (``SetSessionGuard``) whenever it changes: at a logon, when another session of
+  the member closes, and when the member arms, re-arms with another period or disarms its
+  timer (or the timer fires); only when it differs from the last guard journalled for the
+  member, so a heartbeat or a re-arm with the same period journals nothing. The last session
+  closing journals nothing (the cancel-on-disconnect above runs; the guard stays), and
+  neither does a server shutdown.
+* **Guards survive a restart.** At start-up (the same path as recovery after a crash) the hub
+  reads the guards projection and, for each guarded member, arms a grace timer: for
+  cancel-on-disconnect, ``cancel_on_disconnect_grace_s`` (30 s by default; ``exchange serve
+  --cancel-on-disconnect-grace-s``), which the member's first logon cancels (its new session
+  takes over the guard); for a dead-man period, the member's dead-man timer itself, re-armed
+  for a full period as though the member had renewed it at the restart (a logon does not stop
+  it, as before the crash; a ``cancel_after`` renews or disarms it). A grace that runs out
+  while the member has open orders (per the tracker) sends one journalled ``MassCancel``.
 * **Sessions are seen through** :class:`MemberSession` (a Protocol): the hub never imports
   the WebSocket session, which imports the hub.
 """
@@ -60,17 +77,19 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Protocol
 
 from exchange.config import Config
+from exchange.gateway.guards import UNGUARDED, SessionGuards, effective_guard
 from exchange.gateway.member.auth import Authenticator, CredentialStore
 from exchange.gateway.member.wire import MAX_ERRORS_PER_MINUTE, PrivateMessage, PublicMessage, encode
 from exchange.gateway.port import ExchangePort
 from exchange.gateway.views import GatewayViews
-from exchange.model.commands import MassCancel, SubmitOrder
+from exchange.model.commands import MassCancel, SetSessionGuard, SubmitOrder
 from exchange.model.events import CommandRejected, Event, OrderCancelled, OrderRejected
 from exchange.model.stream import Applied
 
 log = logging.getLogger("exchange.gateway.hub")
 
 MAX_BATCH = 1_000  # jobs per group commit
+DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S = 30.0  # after a restart, for a member to log back on
 
 Job = Callable[[ExchangePort], Any]
 
@@ -80,6 +99,7 @@ class MemberSession(Protocol):
 
     member_id: str
     key_id: str
+    cancel_on_disconnect: bool  # the logon's option
     subscriptions: set[str]
 
     def send_private(self, message: PrivateMessage, force: bool = False) -> None: ...
@@ -112,7 +132,9 @@ class Hub:
         max_connections_per_member: int = 4, max_outbound: int = 10_000,
         on_credentials_changed: Callable[[], None] | None = None,
         max_errors_per_minute: int = MAX_ERRORS_PER_MINUTE,
+        cancel_on_disconnect_grace_s: float = DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S,
     ) -> None:
+        assert cancel_on_disconnect_grace_s >= 0, cancel_on_disconnect_grace_s
         self.service = service
         self.config = config
         self.credentials = credentials
@@ -122,6 +144,8 @@ class Hub:
         self.market_data = views.market_data
         self.alerts = views.alerts
         self.metrics = views.metrics
+        self.guards: SessionGuards = views.guards
+        self.cancel_on_disconnect_grace_s = cancel_on_disconnect_grace_s
         self.max_connections_per_member = max_connections_per_member
         self.max_outbound = max_outbound
         self.max_errors_per_minute = max_errors_per_minute  # the protocol's 20; tests raise it
@@ -132,6 +156,12 @@ class Hub:
         self.fatal: BaseException | None = None
         self._pending: set[tuple[str, str]] = set()
         self._dead_man: dict[str, asyncio.TimerHandle] = {}
+        self._dead_man_ms: dict[str, int] = {}  # member -> the armed timer's period
+        self._grace: dict[str, asyncio.TimerHandle] = {}  # member -> its grace after a restart
+        # member -> (cancel_on_disconnect, dead_man_ms) last journalled (queued, in order)
+        self._journalled: dict[str, tuple[bool, int]] = {
+            g.member_id: (g.cancel_on_disconnect, g.dead_man_ms) for g in self.guards}
+        self._closing_all = False  # a shutdown: sessions closing change no guard
         self._queue: asyncio.Queue[_Work] = asyncio.Queue()
         self._task: asyncio.Task | None = None
         self._accepting = False
@@ -147,13 +177,16 @@ class Hub:
         """Start taking work (the views are already current: the engine recovered them)."""
         self._accepting = True
         self._task = asyncio.create_task(self._drain(), name="hub-drain")
+        self._arm_recovered_guards()
 
     async def stop(self) -> None:
         """Take no more work, finish what is queued, commit."""
         self._accepting = False
-        for handle in self._dead_man.values():
+        for handle in [*self._dead_man.values(), *self._grace.values()]:
             handle.cancel()
         self._dead_man.clear()
+        self._dead_man_ms.clear()
+        self._grace.clear()
         if self._task is not None and not self._task.done():
             await self._queue.put(_Work(_stop_marker, None, asyncio.get_running_loop().create_future()))
             await asyncio.gather(self._task, return_exceptions=True)
@@ -312,8 +345,15 @@ class Hub:
         return len(self.sessions.get(member_id, ())) < self.max_connections_per_member
 
     def add_session(self, session: MemberSession) -> None:
+        """A logged-on session; it ends the member's grace after a restart and takes over
+        its guard (journalled if that changed)."""
         self.sessions.setdefault(session.member_id, []).append(session)
         self.metrics.connections += 1
+        grace = self._grace.pop(session.member_id, None)
+        if grace is not None:
+            grace.cancel()
+            log.info("%s logged back on within its grace period: its orders stay", session.member_id)
+        self._journal_guard(session.member_id)
 
     def remove_session(self, session: MemberSession, cancel_orders: bool) -> None:
         """Forget a closed session; cancel the member's orders if it was the last one and
@@ -326,10 +366,12 @@ class Hub:
         sessions.remove(session)
         self.metrics.connections -= 1
         if sessions:
+            if not self._closing_all:
+                self._journal_guard(session.member_id)
             return
         del self.sessions[session.member_id]
         if cancel_orders and self._accepting and self.tracker.open_orders(session.member_id):
-            asyncio.get_running_loop().create_task(self._cancel_all(session.member_id, "cancel-on-disconnect"))
+            self._cancel_all(session.member_id, "cancel-on-disconnect")
 
     def subscribe(self, session: MemberSession, instrument: str) -> None:
         subscribers = self.subscribers.setdefault(instrument, [])
@@ -356,6 +398,8 @@ class Hub:
             self.on_credentials_changed()
 
     def close_all_sessions(self, reason: str) -> None:
+        """End every session (a shutdown: orders and guards stay as they are)."""
+        self._closing_all = True
         for sessions in list(self.sessions.values()):
             for session in list(sessions):
                 session.close(reason, cancel_orders=False)
@@ -363,26 +407,100 @@ class Hub:
     # -- dead-man timer ------------------------------------------------------------------------
 
     def arm_dead_man(self, member_id: str, seconds: int) -> None:
-        """(Re)start the member's timer; 0 switches it off."""
+        """(Re)start the member's timer; 0 switches it off. A new period is journalled."""
+        self._arm_dead_man_ms(member_id, seconds * 1_000)
+        self._journal_guard(member_id)
+
+    def _arm_dead_man_ms(self, member_id: str, period_ms: int) -> None:
         handle = self._dead_man.pop(member_id, None)
         if handle is not None:
             handle.cancel()
-        if seconds > 0 and self._accepting:
+        self._dead_man_ms.pop(member_id, None)
+        if period_ms > 0 and self._accepting:
             loop = asyncio.get_running_loop()
-            self._dead_man[member_id] = loop.call_later(seconds, self._dead_man_fired, member_id)
+            self._dead_man[member_id] = loop.call_later(period_ms / 1_000, self._dead_man_fired, member_id)
+            self._dead_man_ms[member_id] = period_ms
 
     def _dead_man_fired(self, member_id: str) -> None:
         self._dead_man.pop(member_id, None)
-        if self._accepting:
-            asyncio.get_running_loop().create_task(self._cancel_all(member_id, "dead-man timer"))
+        self._dead_man_ms.pop(member_id, None)
+        if not self._accepting:
+            return
+        # With a live session an order may be in flight, so cancel whatever the tracker says.
+        if self.sessions.get(member_id) or self.tracker.open_orders(member_id):
+            self._cancel_all(member_id, "dead-man timer")
+        self._journal_guard(member_id)  # the timer is off now
 
-    async def _cancel_all(self, member_id: str, why: str) -> None:
+    # -- session guards ------------------------------------------------------------------------
+
+    def guard_of(self, member_id: str) -> tuple[bool, int]:
+        """The member's effective guard now: (cancel-on-disconnect, dead-man period in ms)."""
+        return effective_guard(
+            (s.cancel_on_disconnect for s in self.sessions.get(member_id, ())),
+            self._dead_man_ms.get(member_id, 0), self._journalled.get(member_id, UNGUARDED))
+
+    def _journal_guard(self, member_id: str) -> None:
+        """Queue a ``SetSessionGuard`` if the member's guard differs from the last journalled."""
+        guard = self.guard_of(member_id)
+        if guard == self._journalled.get(member_id, UNGUARDED) or not self._accepting:
+            return
+        self._journalled[member_id] = guard
+        future = self.enqueue(SetSessionGuard(member_id, *guard))
+        future.add_done_callback(lambda done: self._guard_journalled(done, member_id, guard))
+
+    def _guard_journalled(self, future: asyncio.Future, member_id: str, guard: tuple[bool, int]) -> None:
+        """A guard the engine refused (or never took) is not journalled after all."""
+        failed = future.cancelled() or future.exception() is not None
+        if not failed and rejected(future.result().events) is None:
+            return
+        if self._journalled.get(member_id) == guard:
+            kept = self.guards.get(member_id)
+            if kept is None:
+                self._journalled.pop(member_id, None)
+            else:
+                self._journalled[member_id] = (kept.cancel_on_disconnect, kept.dead_man_ms)
+
+    def _arm_recovered_guards(self) -> None:
+        """After recovery: a grace timer per guarded member (see the module's decisions)."""
+        loop = asyncio.get_running_loop()
+        for guard in self.guards.guarded():
+            member_id = guard.member_id
+            if guard.cancel_on_disconnect and member_id not in self._grace:
+                self._grace[member_id] = loop.call_later(
+                    self.cancel_on_disconnect_grace_s, self._grace_expired, member_id)
+            if guard.dead_man_ms > 0 and member_id not in self._dead_man:
+                self._arm_dead_man_ms(member_id, guard.dead_man_ms)
+        if self._grace or self._dead_man:
+            log.info("guards recovered: %d member(s) with cancel-on-disconnect (grace %.1f s), %d with a dead-man timer",
+                     len(self._grace), self.cancel_on_disconnect_grace_s, len(self._dead_man))
+
+    def _grace_expired(self, member_id: str) -> None:
+        self._grace.pop(member_id, None)
+        if self._accepting and not self.sessions.get(member_id) and self.tracker.open_orders(member_id):
+            self._cancel_all(member_id, "cancel-on-disconnect: not back within the grace period after a restart")
+
+    def grace_pending(self, member_id: str) -> bool:
+        """The member's grace after a restart is still running."""
+        return member_id in self._grace
+
+    def dead_man_ms(self, member_id: str) -> int:
+        """The member's armed dead-man period (0: none)."""
+        return self._dead_man_ms.get(member_id, 0)
+
+    def _cancel_all(self, member_id: str, why: str) -> None:
+        """Queue one ``MassCancel`` for the member now (in order with what is queued)."""
         try:
-            applied = await self.submit(MassCancel(member_id))
+            future = self.enqueue(MassCancel(member_id))
         except HubStopped:
             return
-        cancelled = sum(1 for event in applied.events if isinstance(event, OrderCancelled))
-        log.info("%s: cancelled %d of %s's orders", why, cancelled, member_id)
+
+        def done(future: asyncio.Future) -> None:
+            if future.cancelled() or future.exception() is not None:
+                return
+            cancelled = sum(1 for event in future.result().events if isinstance(event, OrderCancelled))
+            log.info("%s: cancelled %d of %s's orders", why, cancelled, member_id)
+
+        future.add_done_callback(done)
 
     # -- queries -------------------------------------------------------------------------------
 

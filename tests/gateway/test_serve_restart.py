@@ -96,7 +96,7 @@ async def test_sigkill_then_restart_recovers_the_journals_state(tmp_path: Path) 
         async with aiohttp.ClientSession() as http:
             state = await call(http, url, tokens["regulator"], "GET", "/state")
             member = await Member.connect(http, url + "/ws")
-            ack = await member.logon(*key)
+            ack = await member.logon(*key, cancel_on_disconnect=False)  # the guard stays as journalled
             assert ack["type"] == "logon_ack" and ack["trading_day"] == DAY
             resent = {m["client_order_id"] for m in await member.drain(0.3) if m["type"] == "execution_report"}
             assert set(acked[1:]) <= resent and "r-0" not in resent

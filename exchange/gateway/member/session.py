@@ -32,7 +32,10 @@ Decisions:
   rule uses the default interval.
 * **Cancel-on-disconnect** (chosen at logon): when the member's last session ends other than
   by a server shutdown, the hub sends one ``MassCancel`` for the member. A server shutdown
-  leaves orders resting: they are in the journal and come back at restart.
+  (or a crash) leaves orders resting: they are in the journal and come back at restart. The
+  hub journals the member's guard (cancel-on-disconnect, dead-man period) when a logon, a
+  close or a ``cancel_after`` changes it, so after a restart a guarded member who does not
+  log back on within its grace period has its orders cancelled (:mod:`exchange.gateway.hub`).
 """
 
 from __future__ import annotations
