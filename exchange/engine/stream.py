@@ -28,7 +28,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-import time
+from collections.abc import Callable
 
 from exchange.model.stream import Applied, Projection, SnapshottedProjection
 
@@ -60,10 +60,15 @@ class ProjectionWorker:
     ``last_seq``.
     """
 
-    def __init__(self, projection: Projection, commit_interval_s: float = 0.25, max_queued: int = 100_000) -> None:
+    def __init__(
+        self, projection: Projection, monotonic_ns: Callable[[], int], commit_interval_ms: int = 250,
+        max_queued: int = 100_000,
+    ) -> None:
+        """``monotonic_ns`` is the shell's clock (the engine's room reads none of its own)."""
         self.projection = projection
         self.name = projection.name
-        self.commit_interval_s = commit_interval_s
+        self.monotonic_ns = monotonic_ns
+        self.commit_interval_ns = commit_interval_ms * 1_000_000
         self._queue: queue.Queue[object] = queue.Queue(max_queued)
         self._failure: BaseException | None = None
         self._thread = threading.Thread(target=self._run, name=f"projection-{self.name}", daemon=True)
@@ -82,9 +87,7 @@ class ProjectionWorker:
         self._raise_failure()
         done = threading.Event()
         self._queue.put(done)
-        while not done.wait(0.05):
-            if self._failure is not None or not self._thread.is_alive():
-                break
+        done.wait()  # set by the thread once committed, or when it stops on an error
         self._raise_failure()
 
     def close(self) -> None:
@@ -104,20 +107,31 @@ class ProjectionWorker:
         except BaseException as error:  # noqa: BLE001 - reported to every caller
             log.critical("projection %s stopped", self.name, exc_info=error)
             self._failure = error
+            self._wake_waiters()
+
+    def _wake_waiters(self) -> None:
+        """After a failure: release every flush() waiting on a marker, now and later."""
+        while True:
+            item = self._queue.get()
+            if isinstance(item, threading.Event):
+                item.set()
+            elif item is _STOP:
+                return
 
     def _loop(self) -> None:
         dirty = False
-        due = 0.0
+        due_ns = 0
         while True:
             try:
-                item = self._queue.get(timeout=max(0.0, due - time.monotonic()) if dirty else None)
+                wait_ns = max(0, due_ns - self.monotonic_ns()) if dirty else None
+                item = self._queue.get(timeout=None if wait_ns is None else wait_ns / 1_000_000_000)
             except queue.Empty:
                 item = None  # the interval passed with records uncommitted
             if type(item) is Applied:
                 self.projection.apply(item)
                 if not dirty:
-                    dirty, due = True, time.monotonic() + self.commit_interval_s
-                if time.monotonic() < due:
+                    dirty, due_ns = True, self.monotonic_ns() + self.commit_interval_ns
+                if self.monotonic_ns() < due_ns:
                     continue
             if dirty:
                 self.projection.flush()

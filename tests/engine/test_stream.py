@@ -4,6 +4,7 @@ recovery catches every projection up from its own position."""
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import msgspec
@@ -174,7 +175,7 @@ def test_a_worker_applies_in_its_own_thread_and_flush_waits_for_it() -> None:
             super().apply(applied)
 
     inner = Slow("slow")
-    worker = ProjectionWorker(inner)
+    worker = ProjectionWorker(inner, time.monotonic_ns)
     engine = Engine(new_core(), MemoryJournal(), lambda: 1, projections=[worker])
     for command in commands(20):
         engine.execute(command)
@@ -190,7 +191,7 @@ def test_a_failing_worker_reports_its_error_at_the_next_flush() -> None:
         def apply(self, applied: Applied) -> None:
             raise OSError("disk full")
 
-    worker = ProjectionWorker(Broken("broken"))
+    worker = ProjectionWorker(Broken("broken"), time.monotonic_ns)
     engine = Engine(new_core(), MemoryJournal(), lambda: 1, projections=[worker])
     engine.execute(StartDay("2026-11-23"))
     engine.flush()
