@@ -78,10 +78,14 @@ from exchange.gateway.member.wire import (
 OPEN_STATUSES = ("new", "partially_filled")
 
 
-class TrackedOrder(msgspec.Struct):
+class TrackedOrder(msgspec.Struct, array_like=True, gc=False):
     """One order as its member sees it. ``order_id`` is None for an order rejected at entry;
     ``side``, ``order_type`` and ``tif`` are None only for such a reject seen without its
-    command. ``price_fen`` is None for market orders."""
+    command. ``price_fen`` is None for market orders.
+
+    The tracker keeps every order of the day, so the struct is an array in the snapshots (a
+    map repeated every field name: 182 bytes an order instead of about 50) and untracked by
+    the garbage collector (it refers to no container, so it can take part in no cycle)."""
 
     member_id: str
     client_order_id: str
