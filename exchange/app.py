@@ -23,8 +23,9 @@ reference registry, unless a registry is handed in) and ``statements/``.
 from __future__ import annotations
 
 import sys
+import time
 from pathlib import Path
-from typing import Iterable, Sequence
+from collections.abc import Iterable, Sequence
 
 from exchange.clearing.funds import FundsMirror
 from exchange.clearing.ledger import CashLedger
@@ -33,7 +34,7 @@ from exchange.clearing.start_of_day import load_holdings_commands
 from exchange.clearing.trades import TradeStore
 from exchange.config import Config
 from exchange.engine import (
-    Applied, Engine, ExchangeCore, FileJournal, FsyncPolicy, Projection, ProjectionGroup, ProjectionWorker,
+    Applied, Clock, Engine, ExchangeCore, FileJournal, FsyncPolicy, Projection, ProjectionGroup, ProjectionWorker,
 )
 from exchange.model import EndDay, StartDay
 from exchange.model.commands import Command
@@ -47,12 +48,12 @@ class Clearing:
 
     def __init__(self, store: TradeStore, ledger: CashLedger, registry: Registry, statements_dir: Path | None) -> None:
         self.store, self.ledger, self.registry = store, ledger, registry
-        self.owned: list = []  # what close() must close besides the store (a registry it opened)
+        self.owned: list[SqlRegistry] = []  # what close() must close besides the store (a registry it opened)
         self.settlement = Settlement(store, ledger, registry, statements_dir)
         self.funds = FundsMirror(ledger)
 
     @classmethod
-    def open(cls, url: str, registry: Registry, statements_dir: Path | None) -> "Clearing":
+    def open(cls, url: str, registry: Registry, statements_dir: Path | None) -> Clearing:
         store = TradeStore(url)
         ledger = CashLedger(store.engine)
         clearing = cls(store, ledger, registry, statements_dir)
@@ -80,19 +81,19 @@ class Exchange:
 
     @classmethod
     def open(
-        cls, config: Config, data_dir: Path, clock, *, clearing_url: str | None = None, registry: Registry | None = None,
+        cls, config: Config, data_dir: Path, clock: Clock, *, clearing_url: str | None = None, registry: Registry | None = None,
         views: Sequence[Projection] = (),
-    ) -> "Exchange":
+    ) -> Exchange:
         """Recover the exchange from ``data_dir`` (start-up and crash recovery are one path)."""
         data_dir.mkdir(parents=True, exist_ok=True)
-        owned = []
+        owned: list[SqlRegistry] = []
         if registry is None:
             registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
             registry.create_schema()
             owned.append(registry)
         clearing = Clearing.open(clearing_url or f"sqlite:///{data_dir / 'clearing.db'}", registry, data_dir / "statements")
         clearing.owned = owned
-        worker = ProjectionWorker(clearing.projection())
+        worker = ProjectionWorker(clearing.projection(), time.monotonic_ns)
         try:
             engine = open_engine(config, data_dir, clock, projections=[worker, *views])
         except BaseException:
@@ -158,7 +159,7 @@ def build_core(config: Config) -> ExchangeCore:
     return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy())
 
 
-def open_engine(config: Config, data_dir: Path, clock, projections: Sequence[Projection] = ()) -> Engine:
+def open_engine(config: Config, data_dir: Path, clock: Clock, projections: Sequence[Projection] = ()) -> Engine:
     """Recover the engine from the data directory's snapshots and journal (start-up path)."""
     data_dir.mkdir(parents=True, exist_ok=True)
     journal = FileJournal(

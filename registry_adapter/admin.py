@@ -78,7 +78,7 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> argparse.Ar
 def default_actor() -> str:
     try:
         return f"operator:{getpass.getuser()}"
-    except Exception:  # no login name in this environment
+    except (KeyError, OSError, ImportError):  # no login name in this environment (no pwd entry, no pwd module)
         return "operator"
 
 

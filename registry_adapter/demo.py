@@ -10,7 +10,7 @@ idempotency id).
 
 from __future__ import annotations
 
-from typing import Mapping
+from collections.abc import Mapping
 
 from registry_adapter.sql import CCER, AccountType, SqlRegistry, allowance_unit, vintage_of
 

@@ -4,7 +4,7 @@ full rulebook, which the SQL reference registry implements."""
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 from registry_adapter.port import AccountFrozen, IdConflict, InsufficientHolding, Transfer, UnknownAccount
 

@@ -12,7 +12,8 @@ so is the whole batch. A batch is all or nothing: any refusal leaves the registr
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol, Sequence
+from typing import Protocol
+from collections.abc import Mapping, Sequence
 
 import msgspec
 

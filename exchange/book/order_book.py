@@ -46,7 +46,7 @@ from __future__ import annotations
 
 import heapq
 from collections import deque
-from typing import Iterable
+from collections.abc import Iterable
 
 import msgspec
 
@@ -57,6 +57,7 @@ from exchange.model.events import (
     CancelRejected,
     DayClosed,
     DayStarted,
+    Event,
     InstrumentLimitsChanged,
     OrderAccepted,
     OrderAmended,
@@ -173,7 +174,7 @@ class OrderBook:
 
     # -- new orders ------------------------------------------------------------------------
 
-    def submit(self, order_id: int, cmd: SubmitOrder, owner: str | None = None) -> list:
+    def submit(self, order_id: int, cmd: SubmitOrder, owner: str | None = None) -> list[Event]:
         """Validate, match and (for DAY/GTC) rest a new order with the given exchange id.
         ``owner`` is the self-trade key (default: the member)."""
         qty = cmd.qty_t
@@ -189,7 +190,7 @@ class OrderBook:
         member = cmd.member_id
         side = cmd.side
         tif = cmd.tif
-        events: list = [
+        events: list[Event] = [
             OrderAccepted(order_id, member, self.symbol, side, cmd.order_type, tif, price, qty, cmd.client_order_id)
         ]
         owner = owner or member
@@ -255,7 +256,7 @@ class OrderBook:
 
     def _enter(
         self, order_id: int, member: str, owner: str, side: Side, price: int, qty: int, tif: TimeInForce,
-        filled: int, events: list,
+        filled: int, events: list[Event],
     ) -> None:
         """Match an accepted order, then rest or cancel what is left (``filled`` so far)."""
         if side == BUY:
@@ -279,7 +280,7 @@ class OrderBook:
 
     def _match(
         self, taker_id: int, member: str, owner: str, taker_is_buy: bool, limit_price: int, qty: int,
-        levels: dict, heap: list, sign: int, events: list,
+        levels: dict[int, _Level], heap: list[int], sign: int, events: list[Event],
     ) -> int:
         """Trade an incoming order against the opposite side while prices cross; return what
         is left of ``qty``.
@@ -357,11 +358,12 @@ class OrderBook:
 
     def _record_price(self, price: int) -> None:
         stats = self.stats
-        if stats.open_fen is None:
+        high, low = stats.high_fen, stats.low_fen
+        if high is None or low is None:  # the day's first trade: open, high and low are set together
             stats.open_fen = stats.high_fen = stats.low_fen = price
-        elif price > stats.high_fen:  # type: ignore[operator]
+        elif price > high:
             stats.high_fen = price
-        elif price < stats.low_fen:  # type: ignore[operator]
+        elif price < low:
             stats.low_fen = price
 
     def _can_fill(self, owner: str, side: Side, price: int, qty: int) -> bool:
@@ -437,7 +439,7 @@ class OrderBook:
         return qty
 
     @staticmethod
-    def _drop_empty_top(levels: dict, heap: list, sign: int) -> None:
+    def _drop_empty_top(levels: dict[int, _Level], heap: list[int], sign: int) -> None:
         """Restore the invariant that the heap's top is a level with live orders."""
         while heap:
             level = levels[sign * heap[0]]
@@ -452,7 +454,7 @@ class OrderBook:
         orders = self._by_member.get(member_id)
         return orders.get(order_id) if orders else None
 
-    def cancel(self, cmd: CancelOrder) -> list:
+    def cancel(self, cmd: CancelOrder) -> list[Event]:
         orders = self._by_member.get(cmd.member_id)
         order = orders.get(cmd.order_id) if orders else None
         if order is None:
@@ -460,7 +462,7 @@ class OrderBook:
         qty = self._withdraw(order)
         return [OrderCancelled(order.order_id, order.member_id, self.symbol, qty, BY_MEMBER)]
 
-    def amend(self, cmd: AmendOrder) -> list:
+    def amend(self, cmd: AmendOrder) -> list[Event]:
         reason = self.validate_amend(cmd)
         if reason is not None:
             return [AmendRejected(cmd.member_id, self.symbol, cmd.order_id, reason)]
@@ -470,7 +472,7 @@ class OrderBook:
             self._reduce(order, cmd.qty_t)
             return [OrderAmended(order.order_id, order.member_id, self.symbol, order.price_fen, order.qty_t, True)]
         self._withdraw(order)
-        events: list = [OrderAmended(order.order_id, order.member_id, self.symbol, cmd.price_fen, cmd.qty_t, False)]
+        events: list[Event] = [OrderAmended(order.order_id, order.member_id, self.symbol, cmd.price_fen, cmd.qty_t, False)]
         self._enter(
             order.order_id, order.member_id, order.owner, order.side, cmd.price_fen, cmd.qty_t, order.tif,
             order.filled_t, events,
@@ -482,14 +484,14 @@ class OrderBook:
         levels[order.price_fen].qty_t -= order.qty_t - qty
         order.qty_t = qty
 
-    def mass_cancel(self, member_id: str, reason: CancelReason = BY_MEMBER) -> list:
+    def mass_cancel(self, member_id: str, reason: CancelReason = BY_MEMBER) -> list[OrderCancelled]:
         """Cancel every open order of a member, in ascending order id."""
         orders = self._by_member.get(member_id)
         if not orders:
             return []
         return self._cancel_all(sorted(orders.values(), key=_order_id), reason)
 
-    def _cancel_all(self, orders: Iterable[RestingOrder], reason: CancelReason) -> list:
+    def _cancel_all(self, orders: Iterable[RestingOrder], reason: CancelReason) -> list[OrderCancelled]:
         symbol = self.symbol
         return [
             OrderCancelled(order.order_id, order.member_id, symbol, self._withdraw(order), reason)
@@ -498,18 +500,18 @@ class OrderBook:
 
     # -- the trading day -------------------------------------------------------------------
 
-    def start_day(self, trading_day: str) -> list:
+    def start_day(self, trading_day: str) -> list[Event]:
         """Open a day: new band from the previous close; GTC orders outside it are cancelled."""
         self.trading_day = trading_day
         self.stats = DayStatistics()
         self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, self.band_bps, self._tick)
-        events: list = [DayStarted(trading_day, self.symbol, self.prev_close_fen, self.lower_fen, self.upper_fen)]
+        events: list[Event] = [DayStarted(trading_day, self.symbol, self.prev_close_fen, self.lower_fen, self.upper_fen)]
         events.extend(self._cancel_outside_band())
         return events
 
-    def end_day(self) -> list:
+    def end_day(self) -> list[Event]:
         """Close the day: day orders expire; the close is the day's VWAP, half-up to the tick."""
-        events: list = []
+        events: list[Event] = []
         for order in self._all_orders():
             if order.tif == DAY:
                 events.append(OrderExpired(order.order_id, order.member_id, self.symbol, self._withdraw(order)))
@@ -534,7 +536,7 @@ class OrderBook:
         """Every open order, in ascending order id."""
         return sorted((o for orders in self._by_member.values() for o in orders.values()), key=_order_id)
 
-    def set_limits(self, band_bps: int | None, max_order_qty_t: int | None) -> list:
+    def set_limits(self, band_bps: int | None, max_order_qty_t: int | None) -> list[Event]:
         """Change the band (from the previous close) or the maximum order quantity at once.
 
         Orders resting outside a narrowed band are cancelled (``PRICE_OUTSIDE_BAND``, as at the
@@ -545,11 +547,11 @@ class OrderBook:
             self.lower_fen, self.upper_fen = price_band(self.prev_close_fen, band_bps, self._tick)
         if max_order_qty_t is not None:
             self._max_qty = max_order_qty_t
-        events: list = [InstrumentLimitsChanged(self.symbol, self.band_bps, self._max_qty, self.lower_fen, self.upper_fen)]
+        events: list[Event] = [InstrumentLimitsChanged(self.symbol, self.band_bps, self._max_qty, self.lower_fen, self.upper_fen)]
         events.extend(self._cancel_outside_band())
         return events
 
-    def _cancel_outside_band(self) -> list:
+    def _cancel_outside_band(self) -> list[OrderCancelled]:
         outside = [o for o in self._all_orders() if not self.lower_fen <= o.price_fen <= self.upper_fen]
         return self._cancel_all(outside, BY_PRICE_OUTSIDE_BAND)
 

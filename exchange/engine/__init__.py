@@ -2,7 +2,7 @@
 
 from exchange.engine.core import CoreState, ExchangeCore, decode_state, encode_state
 from exchange.engine.engine import (
-    Engine, ProjectionAhead, decode_command, encode_command, encode_events, replay, replay_applied,
+    Clock, Engine, ProjectionAhead, decode_command, encode_command, encode_events, replay, replay_applied,
 )
 from exchange.engine.stream import (
     Applied, Projection, ProjectionFailed, ProjectionGroup, ProjectionWorker, SnapshottedProjection,
@@ -10,7 +10,7 @@ from exchange.engine.stream import (
 from exchange.engine.journal import FileJournal, FsyncPolicy, Journal, JournalCorrupted, MemoryJournal
 
 __all__ = [
-    "Applied", "CoreState", "Engine", "Projection", "ProjectionAhead", "ProjectionFailed",
+    "Applied", "Clock", "CoreState", "Engine", "Projection", "ProjectionAhead", "ProjectionFailed",
     "ProjectionGroup", "ProjectionWorker", "SnapshottedProjection", "replay_applied", "ExchangeCore", "FileJournal", "FsyncPolicy", "Journal",
     "JournalCorrupted", "MemoryJournal", "decode_command", "decode_state", "encode_command",
     "encode_events", "encode_state", "replay",

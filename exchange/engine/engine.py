@@ -49,7 +49,7 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 import logging
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import msgspec
 
@@ -231,10 +231,13 @@ class Engine:
         clock: Clock,
         snapshot_dir: Path | None = None,
         projections: Sequence[Projection] = (),
-        **options: int,
-    ) -> "Engine":
+        snapshot_every: int = 1_000_000,
+        snapshots_kept: int = 3,
+        gc_freeze_every: int | None = None,
+    ) -> Engine:
         """Rebuild ``core`` and the projections from a snapshot and the journal, then open for
-        business (see the module docstring for which snapshot and which records)."""
+        business (see the module docstring for which snapshot and which records). The
+        options are the constructor's."""
         durable = [p for p in projections if not isinstance(p, SnapshottedProjection)]
         for projection in durable:
             if projection.last_seq > journal.last_seq:
@@ -257,7 +260,9 @@ class Engine:
                     projection.apply(applied)
         for projection in projections:
             projection.flush()
-        engine = cls(core, journal, clock, snapshot_dir, projections=projections, **options)
+        engine = cls(
+            core, journal, clock, snapshot_dir, snapshot_every, snapshots_kept, gc_freeze_every, projections,
+        )
         engine.last_ts_ns = last_ts_ns
         return engine
 

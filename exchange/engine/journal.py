@@ -78,7 +78,7 @@ import mmap
 import os
 import struct
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -194,7 +194,9 @@ class _Writer:
 
     # `_pack`, `_u32`, `_crc` are bound once as defaults: saves global lookups on every call.
     def append(
-        self, seq: int, ts_ns: int, payload: bytes, _pack=_RECORD_FIELDS.pack, _u32=_U32.pack, _crc=_crc32
+        self, seq: int, ts_ns: int, payload: bytes,
+        _pack: Callable[[int, int, int], bytes] = _RECORD_FIELDS.pack, _u32: Callable[[int], bytes] = _U32.pack,
+        _crc: Callable[..., int] = _crc32,
     ) -> None:
         assert seq == self._last_seq + 1, f"journal seq {seq} does not follow {self._last_seq}"
         # Everything that can raise (negative ts, payload not bytes) runs before the buffer is

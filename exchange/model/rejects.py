@@ -23,7 +23,7 @@ class RejectReason(enum.IntEnum):
 
     text: str
 
-    def __new__(cls, code: int, text: str) -> "RejectReason":
+    def __new__(cls, code: int, text: str) -> RejectReason:
         member = int.__new__(cls, code)
         member._value_ = code
         member.text = text

@@ -35,6 +35,7 @@ import msgspec
 
 from exchange.model.enums import AccountKind, MemberKind, MemberStatus
 from exchange.model.events import LargeHolderThresholdCrossed
+from exchange.risk.limits import RiskLimits
 
 
 class Holding(msgspec.Struct, gc=False):
@@ -94,7 +95,7 @@ class Account:
         self.open_orders = 0
         self.pending_buy_t = 0  # open quantity of buy orders in allowances
         self.position_t = 0  # allowances owned or bought, plus pending buys (all vintages)
-        self.limits = None  # this member's own limits (RiskLimits), else the market's
+        self.limits: RiskLimits | None = None  # this member's own limits, else the market's
         self.tokens = -1  # order-rate bucket, in nano-orders; -1: full, not yet used
         self.tokens_ts_ns = 0
         self.large_holder = False  # at or above the reporting threshold

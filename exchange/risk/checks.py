@@ -19,13 +19,14 @@ The risk limits in force (the market's default and each member's own) live here 
 
 from __future__ import annotations
 
-from typing import Iterable, Protocol
+from typing import Protocol
+from collections.abc import Iterable
 
 import msgspec
 
 from exchange.model.commands import AmendOrder, SetRiskLimits, SubmitOrder
 from exchange.model.enums import CommandName, MemberStatus, Side, TradingPhase
-from exchange.model.events import CommandRejected, RiskLimitsChanged
+from exchange.model.events import CommandRejected, Event, RiskLimitsChanged
 from exchange.model.rejects import RejectReason
 from exchange.risk.accounts import Account
 from exchange.risk.holds import Ledger
@@ -171,7 +172,7 @@ class PreTradeChecks:
 
     # -- limits ---------------------------------------------------------------------------
 
-    def set_limits(self, cmd: SetRiskLimits) -> list[CommandRejected | RiskLimitsChanged]:
+    def set_limits(self, cmd: SetRiskLimits) -> list[Event]:
         changes = {
             name: value
             for name in ("max_order_value_fen", "orders_per_second", "order_burst", "max_open_orders")

@@ -10,7 +10,7 @@ period (T+1) is measured in it.
 from __future__ import annotations
 
 from exchange.model.enums import CommandName, TradingPhase
-from exchange.model.events import CommandRejected, InstrumentStatusChanged, MarketStatusChanged, TradingPhaseChanged
+from exchange.model.events import CommandRejected, Event, InstrumentStatusChanged, MarketStatusChanged, TradingPhaseChanged
 from exchange.model.rejects import RejectReason
 
 R = RejectReason
@@ -31,7 +31,7 @@ class MarketState:
         self.phase = TradingPhase.POST_CLOSE
         self.day_number = 0  # trading days started; the holding period counts these
 
-    def halt(self, symbol: str, halted: bool) -> list[CommandRejected | InstrumentStatusChanged]:
+    def halt(self, symbol: str, halted: bool) -> list[Event]:
         """Halt or resume one instrument; resting orders stay, cancels are allowed."""
         if bool(self.halted.get(symbol)) == halted:
             command = CommandName.HALT_INSTRUMENT if halted else CommandName.RESUME_INSTRUMENT
@@ -42,14 +42,14 @@ class MarketState:
             del self.halted[symbol]
         return [InstrumentStatusChanged(symbol, halted)]
 
-    def close_market(self, closed: bool) -> list[CommandRejected | MarketStatusChanged]:
+    def close_market(self, closed: bool) -> list[Event]:
         if self.market_closed == closed:
             command = CommandName.CLOSE_MARKET if closed else CommandName.REOPEN_MARKET
             return [CommandRejected(command, R.STATUS_UNCHANGED)]
         self.market_closed = closed
         return [MarketStatusChanged(closed)]
 
-    def set_phase(self, phase: TradingPhase, day_open: bool) -> list[CommandRejected | TradingPhaseChanged]:
+    def set_phase(self, phase: TradingPhase, day_open: bool) -> list[Event]:
         """Follow the day's schedule: pre-open, continuous, break, continuous, post-close."""
         allowed = _NEXT_PHASES.get(self.phase, ()) if day_open else ()
         if phase not in allowed:

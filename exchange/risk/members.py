@@ -10,12 +10,13 @@ not registered is refused with ``UNKNOWN_MEMBER``.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from exchange.model.commands import Deposit, LoadHolding, RegisterMember, SetMemberStatus, Withdraw
 from exchange.model.enums import CommandName, MemberStatus, TradingPhase
 from exchange.model.events import (
     CommandRejected,
+    Event,
     FundsDeposited,
     FundsWithdrawn,
     HeldPosition,
@@ -43,7 +44,7 @@ class MemberDesk:
         self.policy = policy
         self.positioned: dict[str, bool] = {symbol: True for symbol in sorted(positioned)}
 
-    def register(self, cmd: RegisterMember) -> list[CommandRejected | MemberRegistered]:
+    def register(self, cmd: RegisterMember) -> list[Event]:
         if cmd.member_id in self.accounts:
             return [CommandRejected(CommandName.REGISTER_MEMBER, R.MEMBER_ALREADY_REGISTERED, cmd.member_id)]
         assert self.ledger.account(cmd.member_id) is None, f"member id {cmd.member_id!r} names a house account"
@@ -53,7 +54,7 @@ class MemberDesk:
         self.accounts[cmd.member_id] = account
         return [MemberRegistered(cmd.member_id, cmd.kind, cmd.annual_allocation_t, cmd.linked_group, limit)]
 
-    def set_status(self, cmd: SetMemberStatus) -> list[CommandRejected | MemberStatusChanged]:
+    def set_status(self, cmd: SetMemberStatus) -> list[Event]:
         account = self.accounts.get(cmd.member_id)
         if account is None:
             return [CommandRejected(CommandName.SET_MEMBER_STATUS, R.UNKNOWN_MEMBER, cmd.member_id)]
@@ -64,7 +65,7 @@ class MemberDesk:
             account.killed = False
         return [MemberStatusChanged(cmd.member_id, account.status, account.killed)]
 
-    def kill(self, member_id: str) -> list[CommandRejected | MemberStatusChanged]:
+    def kill(self, member_id: str) -> list[Event]:
         """Turn the kill switch on; the caller cancels the member's resting orders."""
         account = self.accounts.get(member_id)
         if account is None:
@@ -74,7 +75,7 @@ class MemberDesk:
         account.killed = True
         return [MemberStatusChanged(member_id, account.status, True)]
 
-    def deposit(self, cmd: Deposit) -> list[CommandRejected | FundsDeposited]:
+    def deposit(self, cmd: Deposit) -> list[Event]:
         account = self.accounts.get(cmd.member_id)
         if account is None:
             return [CommandRejected(CommandName.DEPOSIT, R.UNKNOWN_MEMBER, cmd.member_id)]
@@ -83,7 +84,7 @@ class MemberDesk:
         account.cash_available_fen += cmd.amount_fen
         return [FundsDeposited(cmd.member_id, cmd.amount_fen, account.cash_available_fen)]
 
-    def withdraw(self, cmd: Withdraw) -> list[CommandRejected | FundsWithdrawn]:
+    def withdraw(self, cmd: Withdraw) -> list[Event]:
         account = self.accounts.get(cmd.member_id)
         reason = None
         if account is None:
@@ -100,7 +101,7 @@ class MemberDesk:
         account.cash_available_fen -= cmd.amount_fen
         return [FundsWithdrawn(cmd.member_id, cmd.amount_fen, account.cash_available_fen)]
 
-    def load_holding(self, cmd: LoadHolding) -> list[CommandRejected | HoldingLoaded | LargeHolderThresholdCrossed]:
+    def load_holding(self, cmd: LoadHolding) -> list[Event]:
         """The registry's settled holding replaces the exchange's view, before trading."""
         account = self.accounts.get(cmd.member_id)
         reason = None
@@ -118,7 +119,7 @@ class MemberDesk:
         holding = account.holding(cmd.instrument)
         change = cmd.qty_t - (holding.available_t + holding.reserved_t + holding.locked_t)
         holding.available_t += change
-        events: list[CommandRejected | HoldingLoaded | LargeHolderThresholdCrossed] = [
+        events: list[Event] = [
             HoldingLoaded(cmd.member_id, cmd.instrument, cmd.qty_t, change)
         ]
         if self.positioned.get(cmd.instrument):

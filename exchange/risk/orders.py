@@ -21,7 +21,7 @@ call per leg cost a fifth of the engine's throughput when measured.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from exchange.model.enums import Side
 from exchange.model.events import (
@@ -58,17 +58,17 @@ class OrderBooking:
         """Book the order book's events into the accounts; return report-only events.
         ``amended``: the amended order's (side, price, open quantity) before the amend."""
         reports: list[LargeHolderThresholdCrossed] = []
+        # ``type(event) is`` (not isinstance, not match): exact, the cheapest test, and it narrows.
         for event in events:
-            kind = type(event)
-            if kind is OrderAccepted:
-                self._hold(event, reports)  # type: ignore[arg-type]
-            elif kind is OrderFilled:
-                self._fill(event)  # type: ignore[arg-type]
-            elif kind is OrderCancelled or kind is OrderExpired:
-                self._release(event.order_id, event.member_id, event.instrument, event.qty_t)  # type: ignore[union-attr]
-            elif kind is OrderAmended:
+            if type(event) is OrderAccepted:
+                self._hold(event, reports)
+            elif type(event) is OrderFilled:
+                self._fill(event)
+            elif type(event) is OrderCancelled or type(event) is OrderExpired:
+                self._release(event.order_id, event.member_id, event.instrument, event.qty_t)
+            elif type(event) is OrderAmended:
                 assert amended is not None
-                self._adjust(event, amended, reports)  # type: ignore[arg-type]
+                self._adjust(event, amended, reports)
         return reports
 
     # The order path is the hot path: it performs HoldBook.hold / commit / release inline on

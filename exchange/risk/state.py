@@ -87,7 +87,7 @@ def restore_account(state: AccountState) -> Account:
     account.cash_pending_fen = state.cash_pending_fen
     account.cash_obligation_fen = state.cash_obligation_fen
     account.holdings = {symbol: msgspec.structs.replace(h) for symbol, h in state.holdings}
-    account.unlocks = deque(tuple(u) for u in state.unlocks)  # type: ignore[misc]
+    account.unlocks = deque(state.unlocks)  # the entries are tuples: decoded as such, and immutable
     account.open_orders = state.open_orders
     account.pending_buy_t = state.pending_buy_t
     account.position_t = state.position_t

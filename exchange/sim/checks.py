@@ -139,7 +139,7 @@ def one_final_state(result: ServedRun, clients: list[SimMember]) -> Check:
 def executions_are_the_trades(result: ServedRun, clients: list[SimMember]) -> Check:
     cum_wrong = sum(1 for client in clients for order in client.orders.values() if order.filled != order.cum)
     reported: Counter = Counter()
-    details: dict[tuple[int, int], tuple[str, str, int, str]] = {}
+    details: dict[tuple[int, int | None], tuple[str, str, int, str]] = {}
     for client in clients:
         for trading_day, trade_id, order_id, side, qty, price in client.fills:
             reported[(trading_day, trade_id, order_id)] += 1

@@ -81,7 +81,7 @@ class DayDriver:
             self.operator, self.operator_random, self.symbols, member_ids, self.progress, self.result, stop))
         started = time.perf_counter()
         try:
-            await asyncio.gather(*(client.trade(share) for client, share in zip(self.clients, shares)))
+            await asyncio.gather(*(client.trade(share) for client, share in zip(self.clients, shares, strict=True)))
         finally:
             self.result.trading_s += time.perf_counter() - started
             stop.set()
@@ -105,7 +105,7 @@ class DayDriver:
 
 def session_quotas(orders_per_day: int, transitions: list[tuple[int, TradingPhase]]) -> list[int]:
     """The day's orders over its continuous sessions, in proportion to their length."""
-    lengths = [end - start for (start, _), (end, _) in zip(transitions[::2], transitions[1::2])]
+    lengths = [end - start for (start, _), (end, _) in zip(transitions[::2], transitions[1::2], strict=True)]
     total = sum(lengths) or 1
     quotas = [orders_per_day * length // total for length in lengths]
     if quotas:

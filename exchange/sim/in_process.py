@@ -27,9 +27,11 @@ from exchange.model import (
     AmendRejected,
     CancelOrder,
     CancelRejected,
+    Command,
     CommandRejected,
     DayClosed,
     Deposit,
+    Event,
     HaltInstrument,
     KillSwitch,
     MassCancel,
@@ -43,6 +45,7 @@ from exchange.model import (
     SetTradingPhase,
     Side,
     SubmitOrder,
+    TradingPhase,
     Withdraw,
 )
 from exchange.model.events import HoldingLoaded
@@ -62,6 +65,7 @@ from exchange.sim.strategies import (
 )
 from registry_adapter.demo import allocate_holdings
 from registry_adapter.memory import InMemoryRegistry
+from registry_adapter.sql import SqlRegistry
 
 NS = 1_000_000_000
 
@@ -94,7 +98,7 @@ class SimulationSummary:
     accepted: int = 0
     trades: int = 0
     volume_t: int = 0
-    rejects: Counter = field(default_factory=Counter)
+    rejects: Counter[RejectReason] = field(default_factory=Counter)
     instruments: dict[str, InstrumentSummary] = field(default_factory=dict)
     settlements: list[SettlementReport] = field(default_factory=list)
     # Start-of-day loads that changed the exchange's view after the first day: a day that
@@ -153,7 +157,7 @@ class Simulation:
         self.clock = engine.clock if isinstance(engine.clock, SimulatedClock) else None
         self.registry = self.exchange.registry or InMemoryRegistry()
         self.first_seq = engine.last_seq
-        self.undo: list[tuple[int, object]] = []  # (command number, command): operator reversals
+        self.undo: list[tuple[int, Command]] = []  # (command number, command): operator reversals
 
     @property
     def styles(self) -> dict[str, str]:
@@ -172,7 +176,7 @@ class Simulation:
 
     def _run_day(self, commands: int, first: bool) -> None:
         phases = self.schedule.transitions(self.day)
-        sessions = [(start, end) for (start, _), (end, _) in zip(phases[::2], phases[1::2])]
+        sessions = [(start, end) for (start, _), (end, _) in zip(phases[::2], phases[1::2], strict=True)]
         self._set_time(phases[0][0] - 3_600 * NS)  # an hour before the open
         if first:
             self._admit_members()
@@ -184,7 +188,7 @@ class Simulation:
         self._advance(sessions, phases, trading_ns)
         self._tally(self.exchange.end_day().events)
 
-    def _advance(self, sessions: list[tuple[int, int]], pending: list, elapsed_ns: int) -> None:
+    def _advance(self, sessions: list[tuple[int, int]], pending: list[tuple[int, TradingPhase]], elapsed_ns: int) -> None:
         """Move the clock ``elapsed_ns`` into the day's trading time, sending each phase change
         that falls due on the way (and taking it off ``pending``), as the shell's scheduler
         does."""
@@ -212,20 +216,22 @@ class Simulation:
 
     def _give_holdings(self, holdings: dict[str, dict[str, int]]) -> None:
         """The registry's part: the start of day then loads these."""
-        if not isinstance(self.registry, InMemoryRegistry):
-            allocate_holdings(self.registry, holdings)
+        registry = self.registry
+        if not isinstance(registry, InMemoryRegistry):
+            assert isinstance(registry, SqlRegistry), "the simulation sets up holdings in the in-memory or the SQL registry"
+            allocate_holdings(registry, holdings)
             return
         for member, units in holdings.items():
-            self.registry.open_account(member)
+            registry.open_account(member)
             for symbol, qty in units.items():
-                self.registry.issue(member, symbol, qty)
+                registry.issue(member, symbol, qty)
 
-    def _execute(self, command) -> None:
+    def _execute(self, command: Command) -> None:
         if isinstance(command, SubmitOrder):
             self.summary.orders += 1
         self._tally(self.exchange.execute(command).events)
 
-    def _tally(self, events: list) -> None:
+    def _tally(self, events: list[Event]) -> None:
         summary = self.summary
         summary.commands = self.engine.last_seq - self.first_seq
         for event in events:
@@ -243,11 +249,12 @@ class Simulation:
 
     def _record_close(self, event: DayClosed) -> None:
         item = self.summary.instruments[event.instrument]
-        if event.open_fen is not None:
+        open_fen, high_fen, low_fen = event.open_fen, event.high_fen, event.low_fen
+        if open_fen is not None and high_fen is not None and low_fen is not None:  # the day traded: all three set
             if item.open_fen is None:
-                item.open_fen = event.open_fen
-            item.high_fen = max(item.high_fen or 0, event.high_fen or 0)
-            item.low_fen = min(item.low_fen or event.low_fen, event.low_fen)  # type: ignore[type-var]
+                item.open_fen = open_fen
+            item.high_fen = max(item.high_fen or 0, high_fen)
+            item.low_fen = min(item.low_fen or low_fen, low_fen)
         item.close_fen = event.close_fen
         item.volume_t += event.volume_t
         item.turnover_fen += event.turnover_fen
@@ -256,13 +263,13 @@ class Simulation:
 
     # -- the members' and the operator's turns ---------------------------------------------
 
-    def _next_command(self):
+    def _next_command(self) -> Command:
         if self.undo and self.undo[0][0] <= self.summary.commands:
             return self.undo.pop(0)[1]
         member = self.cast[self.random.choice(self.members)]
         return self._command_for(member.member_id, strategies.member_turn(self.random, member, self.view))
 
-    def _command_for(self, member_id: str, intent: MemberIntent):
+    def _command_for(self, member_id: str, intent: MemberIntent) -> Command:
         """The engine command for a member's intent (an operator turn: the operator's)."""
         match intent:
             case OperatorTurn(member_id=member, symbol=symbol):
@@ -271,9 +278,9 @@ class Simulation:
                 client_order_id = "" if intent.deliberately_bad else f"c{self.summary.commands}"
                 return SubmitOrder(member_id, intent.symbol, intent.side, intent.qty_t, intent.price_fen,
                                    intent.order_type, intent.tif, client_order_id)
-            case CancelIntent(order=None):
-                return CancelOrder(member_id, intent.symbol, intent.unknown_order_id)
             case CancelIntent():
+                if intent.order is None:
+                    return CancelOrder(member_id, intent.symbol, intent.unknown_order_id)
                 return CancelOrder(member_id, intent.symbol, intent.order.order_id)
             case AmendIntent():
                 return AmendOrder(member_id, intent.symbol, intent.order.order_id, intent.qty_t, intent.price_fen)
@@ -281,7 +288,7 @@ class Simulation:
                 return MassCancel(member_id, intent.symbol)
         raise AssertionError(f"an intent the session cannot execute: {intent!r}")
 
-    def _operator_command(self, member_id: str, symbol: str):
+    def _operator_command(self, member_id: str, symbol: str) -> Command:
         core = self.engine.core
         decision = strategies.operator_action(
             self.random, member_id, symbol, halted=bool(core.risk.halted.get(symbol)), killed=core.risk.accounts[member_id].killed
@@ -292,7 +299,7 @@ class Simulation:
         return operator_command(decision.action)
 
 
-def operator_command(action: OperatorAction):
+def operator_command(action: OperatorAction) -> Command:
     """The engine command an operator action is."""
     match action.kind:
         case "halt":
@@ -310,6 +317,6 @@ def operator_command(action: OperatorAction):
     raise AssertionError(f"an unknown operator action: {action!r}")
 
 
-def describe_rejects(rejects: Counter) -> list[tuple[str, int]]:
-    return [(f"{int(r)} {RejectReason(r).name}", n) for r, n in sorted(rejects.items())]
+def describe_rejects(rejects: Counter[RejectReason]) -> list[tuple[str, int]]:
+    return [(f"{int(r)} {r.name}", n) for r, n in sorted(rejects.items())]
 

@@ -18,7 +18,8 @@ import secrets
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import aiohttp
 import msgspec
@@ -36,13 +37,14 @@ from exchange.gateway.member.wire import (
     Error,
     ExecutionReport,
     Heartbeat,
+    InboundMessage,
     InstrumentStatus,
     Logon,
     LogonAck,
     MassCancelRequest,
     NewOrder,
     OrderStatusRequest,
-    ServerHeartbeat,
+    PrivateMessage,
     SessionClosing,
     Subscribe,
     Trade,
@@ -224,7 +226,7 @@ class SimMember:
             await self.ws.close()
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
-    async def _send(self, message: Any) -> None:
+    async def _send(self, message: InboundMessage) -> None:
         assert self.ws is not None
         await self.ws.send_str(encode(message).decode())
         self._last_sent = asyncio.get_running_loop().time()
@@ -265,35 +267,32 @@ class SimMember:
         except (msgspec.ValidationError, msgspec.DecodeError) as error:
             self.problems.append(f"a frame outside the protocol: {error}")
             return
-        kind = type(message)
-        if kind is BookUpdate:
+        if isinstance(message, BookUpdate):
             self.view.update(message)
-        elif kind is Trade:
+        elif isinstance(message, Trade):
             self.view.last_px[message.instrument] = fen_of(message.price)
-        elif kind is BookSnapshot:
+        elif isinstance(message, BookSnapshot):
             self.view.snapshot(message)
-        elif kind is not InstrumentStatus:
+        elif not isinstance(message, InstrumentStatus):
             self._on_private(data, message)
 
-    def _on_private(self, data: str, message: Any) -> None:
+    def _on_private(self, data: str, message: PrivateMessage) -> None:
         self.private_log.append(data)
         if message.session_seq != self.session_seq + 1:
             self.seq_gaps += 1
         self.session_seq = message.session_seq
-        kind = type(message)
-        if kind is ExecutionReport:
+        if isinstance(message, ExecutionReport):
             self._report(message)
-        elif kind is CancelReject:
+        elif isinstance(message, CancelReject):
             self.cancel_rejects[(message.response_to, message.reject_code)] += 1
-        elif kind is Error:
+        elif isinstance(message, Error):
             self._error(message)
-        elif kind is SessionClosing:
+        elif isinstance(message, SessionClosing):
             self.closed_by_server = message.reason
-        elif kind is LogonAck:
+        elif isinstance(message, LogonAck):
             if self._logged_on is not None and not self._logged_on.done():
                 self._logged_on.set_result(message)
-        elif kind is not ServerHeartbeat:
-            self.problems.append(f"unexpected {kind.__name__}")
+        # a ServerHeartbeat only keeps the session alive
 
     def _error(self, message: Error) -> None:
         probe = self._probe
@@ -317,8 +316,12 @@ class SimMember:
         elif exec_type == "trade":
             qty = report.last_qty or 0
             order.filled += qty
-            order.trade_ids.append(report.trade_id)  # type: ignore[arg-type]
-            self.fills.append((self.trading_day, report.trade_id, report.order_id, report.side, qty, report.last_px))  # type: ignore[arg-type]
+            trade_id, side, price = report.trade_id, report.side, report.last_px
+            if trade_id is None or side is None or price is None:
+                self.problems.append(f"a trade report for {order.cid} without its trade id, side or price")
+            else:
+                order.trade_ids.append(trade_id)
+                self.fills.append((self.trading_day, trade_id, report.order_id, side, qty, price))
         elif exec_type == "canceled":
             self.cancel_reasons[report.cancel_reason] += 1
         elif exec_type == "replaced" and report.price is not None:
@@ -365,7 +368,7 @@ class SimMember:
                 await self._until(lambda: self.in_flight < self.window, "an answer")
                 continue
             message, kind = self.next_request()
-            if kind == "order":
+            if isinstance(message, NewOrder):
                 self.orders[message.client_order_id].sent_ns = time.perf_counter_ns()
                 self.in_flight += 1
                 sent += 1
@@ -405,7 +408,7 @@ class SimMember:
 
     # -- intents on the wire -------------------------------------------------------------------
 
-    def next_request(self) -> tuple[Any, str]:
+    def next_request(self) -> tuple[InboundMessage, str]:
         """The strategy's next intent as a wire message and its kind (order, cancel, amend,
         mass_cancel); a turn that would be the operator's is skipped."""
         while True:
@@ -413,7 +416,7 @@ class SimMember:
             if request is not None:
                 return request
 
-    def request_for(self, intent: MemberIntent) -> tuple[Any, str] | None:
+    def request_for(self, intent: MemberIntent) -> tuple[InboundMessage, str] | None:
         match intent:
             case OperatorTurn():
                 return None
@@ -421,9 +424,9 @@ class SimMember:
                 return CancelRequest(intent.symbol, order_id=self.view.unknown_order_id(self.random)), "cancel"
             case NewOrderIntent():
                 return self._new_order(intent), "order"
-            case CancelIntent(order=None):
-                return CancelRequest(intent.symbol, order_id=intent.unknown_order_id), "cancel"
             case CancelIntent():
+                if intent.order is None:
+                    return CancelRequest(intent.symbol, order_id=intent.unknown_order_id), "cancel"
                 return CancelRequest(intent.symbol, **self._reference(intent.order)), "cancel"
             case AmendIntent():
                 ref = self._reference(intent.order)

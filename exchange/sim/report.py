@@ -101,11 +101,13 @@ def _checks(run: ServedRun) -> list[str]:
     return lines + [f"{'all checks passed' if run.ok else 'SOME CHECKS FAILED'}; state hash {run.state_hash}"]
 
 
+_REASON_NAMES: dict[int, str] = {int(reason): reason.name for reason in RejectReason}
+
+
 def _reason_name(code: int | None) -> str:
-    try:
-        return RejectReason(code).name  # type: ignore[arg-type]
-    except ValueError:
-        return str(code)
+    """The reject reason's name for a known code, else the code as given."""
+    name = _REASON_NAMES.get(code) if code is not None else None
+    return name if name is not None else str(code)
 
 
 def _instrument_table(run: ServedRun) -> dict[str, dict]:

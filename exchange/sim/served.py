@@ -41,7 +41,7 @@ import tempfile
 import time
 from datetime import date
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TextIO, TypeVar
 
 import aiohttp
 import msgspec
@@ -114,7 +114,10 @@ def run_served(args: argparse.Namespace) -> int:
     return 0 if run.ok else 1
 
 
-def _given(args: argparse.Namespace, name: str, default: Any) -> Any:
+T = TypeVar("T")
+
+
+def _given(args: argparse.Namespace, name: str, default: T) -> T:
     value = getattr(args, name, None)
     return default if value is None else value
 

@@ -12,7 +12,7 @@ import time
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable
 
 from exchange.config import Config
 from exchange.serve import compose

@@ -34,7 +34,8 @@ from __future__ import annotations
 
 import random
 from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, Sequence, TypeVar
+from typing import Generic, Literal, Protocol, TypeVar
+from typing import Sequence  # noqa: UP035 - tests/sim/test_strategies.py allows typing, not yet collections.abc
 
 from exchange.model import OrderType, Side, TimeInForce
 
@@ -74,9 +75,10 @@ class OpenOrder(Protocol):
 
 
 OrderT = TypeVar("OrderT", bound=OpenOrder)
+OrderT_co = TypeVar("OrderT_co", bound=OpenOrder, covariant=True)  # a view only hands orders out
 
 
-class MarketView(Protocol[OrderT]):
+class MarketView(Protocol[OrderT_co]):
     """What a member can see when it decides."""
 
     def band(self, symbol: str) -> tuple[int, int]:
@@ -91,7 +93,7 @@ class MarketView(Protocol[OrderT]):
         """A price the market shows (last trade, mid), which pulls fair value; None: none."""
         ...
 
-    def open_orders(self, member_id: str, symbol: str) -> Sequence[OrderT]:
+    def open_orders(self, member_id: str, symbol: str) -> Sequence[OrderT_co]:
         ...
 
     def unknown_order_id(self, rnd: random.Random) -> int:

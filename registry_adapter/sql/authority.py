@@ -74,8 +74,8 @@ class AuthorityOperations(RegistryBase):
         def work(tx: Transaction) -> int:
             government = tx.single(AccountType.GOVERNMENT_ALLOCATION)
             tx.lock([government])
-            row = tx.connection.execute(sa.select(caps).where(caps.c.year == year).with_for_update()).first()
-            check_cap_room(year, row, qty_t)
+            found = tx.connection.execute(sa.select(caps).where(caps.c.year == year).with_for_update()).first()
+            row = check_cap_room(year, found, qty_t)
             tx.connection.execute(caps.update().where(caps.c.year == year).values(issued_t=row.issued_t + qty_t))
             return tx.move(Operation.ISSUE, None, government, unit, qty_t)
 

@@ -21,10 +21,13 @@ from registry_adapter.sql.schema import STAGED_COLUMNS, entries, staged
 from registry_adapter.sql.transaction import Transaction
 from registry_adapter.sql.vocabulary import MAX_QTY_T, Operation
 
+# A transfer as a row of the staging table: msgspec.structs.astuple(transfer), in STAGED_COLUMNS order.
+StagedRow = tuple[str, str, str, str, int, str]
+
 
 class PreparedBatch(msgspec.Struct):
     transfers: list[Transfer]  # without repeated ids, in order
-    rows: list[tuple]  # the same, as rows to stage
+    rows: list[StagedRow]  # the same, as rows to stage
     conflict_at: int | None  # position of the first id repeated with another body
 
 
@@ -58,7 +61,7 @@ def first_position(transfers: Sequence[Transfer], transfer_id: str) -> int:
     return next(position for position, transfer in enumerate(transfers) if transfer.transfer_id == transfer_id)
 
 
-def stage_transfers(connection: sa.Connection, rows: list[tuple]) -> None:
+def stage_transfers(connection: sa.Connection, rows: list[StagedRow]) -> None:
     staged.create(connection, checkfirst=True)
     connection.execute(staged.delete())
     if connection.dialect.name == "postgresql":
@@ -68,12 +71,13 @@ def stage_transfers(connection: sa.Connection, rows: list[tuple]) -> None:
         placeholders = ", ".join("?" * len(STAGED_COLUMNS))
         connection.exec_driver_sql(f"INSERT INTO {staged.name} ({', '.join(STAGED_COLUMNS)}) VALUES ({placeholders})", rows)
     else:
-        connection.execute(staged.insert(), [dict(zip(STAGED_COLUMNS, row)) for row in rows])
+        connection.execute(staged.insert(), [dict(zip(STAGED_COLUMNS, row, strict=True)) for row in rows])
 
 
-def copy_rows(connection: sa.Connection, rows: list[tuple]) -> None:
+def copy_rows(connection: sa.Connection, rows: list[StagedRow]) -> None:
     """PostgreSQL COPY through psycopg, in the transaction's own connection."""
     driver = connection.connection.driver_connection
+    assert driver is not None, "COPY needs the transaction's open DBAPI connection"
     statement = f"COPY {staged.name} ({', '.join(STAGED_COLUMNS)}) FROM STDIN"
     with driver.cursor() as cursor, cursor.copy(statement) as copy:
         for row in rows:

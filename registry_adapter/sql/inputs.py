@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Any
+from typing import TypeVar
 
 from registry_adapter.sql.errors import InvalidInput, InvalidQuantity, UnknownUnit
 from registry_adapter.sql.vocabulary import CCER, FIRST_YEAR, LAST_YEAR, MAX_QTY_T, vintage_of
@@ -40,7 +40,10 @@ def check_id(value: object, what: str) -> str:
     return value
 
 
-def parse_enum(kind: type[enum.StrEnum], value: str, what: str) -> Any:
+E = TypeVar("E", bound=enum.StrEnum)
+
+
+def parse_enum(kind: type[E], value: str, what: str) -> E:
     try:
         return kind(value)
     except ValueError:

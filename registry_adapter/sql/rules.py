@@ -70,6 +70,7 @@ def check_compliance_only_route(source: sa.Row | None, target: sa.Row | None, un
     plain_source = source is None or source.account_type in PLAIN_ACCOUNT_TYPES
     if plain_source and (target is None or target.account_type != AccountType.MEMBER_HOLDING):
         row = target if target is not None else source
+        assert row is not None, "a compliance-only movement names at least one account"
         raise WrongAccountType(row.account_id, row.account_type, "receive compliance-only units")
 
 
@@ -78,12 +79,14 @@ def excluded_by_measures(kind: ReductionKind, at_covered_facility: bool) -> bool
     return bool(at_covered_facility) and kind in LOCALLY_EXCLUDED_KINDS
 
 
-def check_cap_room(year: int, row: sa.Row | None, qty_t: int) -> None:
-    """Issuance of vintage ``year`` stays within its annual cap (``row``: the cap's row)."""
+def check_cap_room(year: int, row: sa.Row | None, qty_t: int) -> sa.Row:
+    """Issuance of vintage ``year`` stays within its annual cap (``row``: the cap's row).
+    Returns the cap's row."""
     if row is None:
         raise CapNotSet(year)
     if row.issued_t + qty_t > row.cap_t:
         raise CapExceeded(year, row.cap_t, row.issued_t, qty_t)
+    return row
 
 
 def check_emissions_correction(record: sa.Row, qty_t: int, offset_percent: int) -> None:

@@ -114,7 +114,9 @@ class Transaction:
             "operation": operation.value, "qty_t": 0, "compliance_only": False, "memo": "",
             "actor": self.actor, "at_ns": self.at_ns, "reason": self.reason, **columns,
         }
-        return self.connection.execute(entries.insert().values(values)).inserted_primary_key[0]
+        key = self.connection.execute(entries.insert().values(values)).inserted_primary_key
+        assert key is not None, "an entry insert returns its id"
+        return key[0]
 
     def move(
         self, operation: Operation, from_account: str | None, to_account: str | None, unit: str, qty_t: int,
@@ -126,13 +128,13 @@ class Transaction:
         target = self.usable(to_account) if to_account is not None else None
         if compliance_only:
             check_compliance_only_route(source, target, unit)
-        if source is not None:
+        if source is not None and from_account is not None:  # source is None exactly when from_account is
             key = (from_account, unit, compliance_only and source.account_type not in PLAIN_ACCOUNT_TYPES)
             held = self.balance(*key)
             if held < qty_t:
                 raise InsufficientHolding(from_account, unit, held, qty_t)
             self.set_balance(key, held - qty_t)
-        if target is not None:
+        if target is not None and to_account is not None:
             key = (to_account, unit, compliance_only and target.account_type not in PLAIN_ACCOUNT_TYPES)
             self.set_balance(key, self.balance(*key) + qty_t)
         return self.record(
