@@ -121,6 +121,19 @@ class ScanResult(NamedTuple):
     base_seq: int
 
 
+class Checkpoint(NamedTuple):
+    """Where reading may resume without verifying again what came before: the end of record
+    ``seq`` at byte ``pos``, the CRC link there and the chain hasher over every byte before."""
+
+    seq: int
+    pos: int
+    link: int
+    hasher: hashlib.blake2b
+
+
+CHECKPOINT_EVERY = 1 << 16  # records between checkpoints taken while a journal is opened
+
+
 class JournalError(Exception):
     """The journal cannot do what was asked (closed, failed write, wrong snapshot, ...)."""
 
@@ -287,7 +300,7 @@ class FileJournal(_Writer):
         self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
         try:
             _lock(self._fd, self.path)
-            found = _verify_file(self.path)
+            found = _verify_file(self.path, CHECKPOINT_EVERY)
             if found.torn_tail_bytes:
                 os.ftruncate(self._fd, found.pos)
                 os.fsync(self._fd)
@@ -296,6 +309,7 @@ class FileJournal(_Writer):
             raise
         self.torn_tail_bytes = found.torn_tail_bytes
         self._size = found.pos
+        self._checkpoints = found.checkpoints
         self._start_writer(found, fsync, batch_records, buffer_bytes)
 
     def close(self) -> None:
@@ -318,10 +332,20 @@ class FileJournal(_Writer):
 
         With `expect_chain` (a snapshot's chain_hash) the chain value at after_seq must equal
         it, else JournalError: the snapshot was taken from another history.
+
+        Reading resumes from the last checkpoint taken at opening that is not past
+        ``after_seq``: what lies before it was verified when the file was opened (and this
+        process holds the file's lock since), so recovery from a snapshot near the end of a long
+        journal does not verify the whole file a second time.
         """
         self._commit(sync=False)  # buffered records must be in the file for the reader
+        start = None
+        for checkpoint in self._checkpoints:
+            if checkpoint.seq > after_seq:
+                break
+            start = checkpoint
         with open(self.path, "rb") as f, mmap.mmap(f.fileno(), self._size, access=mmap.ACCESS_READ) as data:
-            yield from _replay(_Verifier(data, self._size), after_seq, expect_chain)
+            yield from _replay(_Verifier(data, self._size, start), after_seq, expect_chain)
 
     def _write(self, data: bytearray) -> None:
         done = 0
@@ -430,37 +454,50 @@ def scan(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview)
     return ScanResult(found.last_seq, found.chain(), found.pos, found.torn_tail_bytes, found.base_seq)
 
 
-def _verify_file(path: Path) -> _Verifier:
+def _verify_file(path: Path, checkpoint_every: int = 0) -> _Verifier:
     with open(path, "rb") as f:
         size = os.fstat(f.fileno()).st_size
         if size == 0:
             return _verify(b"")
         with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
-            found = _verify(data)
+            found = _verify(data, checkpoint_every)
             found.chain()  # hash while the map is open; the verifier must not touch it after
             found.detach()
             return found
 
 
-def _verify(data: bytes | mmap.mmap) -> _Verifier:
+def _verify(data: bytes | mmap.mmap, checkpoint_every: int = 0) -> _Verifier:
+    """Verify everything; with ``checkpoint_every``, keep a checkpoint every so many records."""
     found = _Verifier(data, len(data))
-    for _ in found.records():
-        pass
+    if not checkpoint_every:
+        for _ in found.records():
+            pass
+        return found
+    for record in found.records():
+        if record.seq % checkpoint_every == 0:
+            end = record.position + RECORD_OVERHEAD + len(record.payload)
+            (link,) = _U32.unpack_from(data, end - _U32.size)
+            found.checkpoints.append(Checkpoint(record.seq, end, link, found.hasher_at(end)))
     return found
 
 
 class _Verifier:
     """Reads a journal front to back (up to `end`), verifying every byte on the way."""
 
-    def __init__(self, data: bytes | mmap.mmap, end: int) -> None:
+    def __init__(self, data: bytes | mmap.mmap, end: int, start: Checkpoint | None = None) -> None:
+        """``start``: resume after a checkpoint of this same file instead of its beginning."""
         self._data = data
         self._end = end
         self.base_seq, self.link = self._read_file_header()
         self.last_seq = self.base_seq
         self.pos = FILE_HEADER_SIZE  # end of the verified part
         self.torn_tail_bytes = 0
+        self.checkpoints: list[Checkpoint] = []
         self._hasher = _blake2b(digest_size=CHAIN_SIZE)
         self._hashed = 0  # the hasher has seen bytes [0, _hashed)
+        if start is not None:
+            self.last_seq, self.pos, self.link = start.seq, start.pos, start.link
+            self._hasher, self._hashed = start.hasher.copy(), start.pos
 
     def _read_file_header(self) -> tuple[int, int]:
         if self._end < FILE_HEADER_SIZE:
@@ -518,6 +555,11 @@ class _Verifier:
         self.chain()
         return self._hasher.copy()
 
+    def hasher_at(self, upto: int) -> hashlib.blake2b:
+        """A copy of the chain hasher over the bytes before ``upto`` (not before the hashed)."""
+        self.chain(upto)
+        return self._hasher.copy()
+
     def detach(self) -> None:
         """Drop the reference to the data (an mmap about to close); all is hashed by now."""
         assert self._hashed == self.pos
@@ -527,7 +569,7 @@ class _Verifier:
 def _replay(found: _Verifier, after_seq: int, expect_chain: bytes | None) -> Iterator[JournalRecord]:
     if after_seq < found.base_seq:
         raise JournalError(f"journal starts after seq {found.base_seq}; seq {after_seq} is not in it")
-    if expect_chain is not None and after_seq == found.base_seq:
+    if expect_chain is not None and after_seq == found.last_seq:  # reading starts right there
         _check_chain(found.chain(), expect_chain, after_seq)
     for record in found.records():
         if record.seq > after_seq:
