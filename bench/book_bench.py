@@ -191,7 +191,7 @@ def shape_bench(ctx: Context, shape: str) -> None:
         ctx.note(f"perf_counter_ns pair costs {ctx.cache['timer_overhead_ns']:.0f} ns (included in latencies)")
     throughput: list[float] = []
     latency: dict[str, list[float]] = {}
-    fastest = None  # per operation, the fastest of the runs
+    fastest: np.ndarray | None = None  # per operation, the fastest of the runs
     for _ in range(runs):
         book = prefilled(wl)
         elapsed_ns = throughput_pass(book, ops)
@@ -208,6 +208,7 @@ def shape_bench(ctx: Context, shape: str) -> None:
     ctx.report_median(bench, "ops_per_s", throughput, "ops/s", digits=0)
     for metric, values in latency.items():
         ctx.report_median(bench, metric, values, "us")
+    assert fastest is not None  # ctx.runs() is at least 1
     report_stable_max(ctx, bench, fastest, runs, ops)
 
 
@@ -250,7 +251,7 @@ def book_million(ctx: Context) -> None:
     runs = ctx.runs(3)
     latency: dict[str, list[float]] = {}
     noise: list[float] = []
-    fastest = None
+    fastest: np.ndarray | None = None
     for _ in range(runs):
         book = prefilled(wl)
         started = time.perf_counter_ns()
@@ -275,6 +276,7 @@ def book_million(ctx: Context) -> None:
     for metric, values in latency.items():
         ctx.report_median(bench, metric, values, "us")
     ctx.report(bench, "latency_worst_us", round(worst, 2), "us", runs=runs, stat="max")
+    assert fastest is not None  # ctx.runs() is at least 1
     report_stable_max(ctx, bench, fastest, runs, wl.ops)
     ctx.report_median(bench, "noise_max_us", noise, "us")
     ctx.note(f"{bench} a full gc.collect() with the book alive takes {statistics.median(full_gc):,.0f} us: the stall "

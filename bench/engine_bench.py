@@ -84,13 +84,13 @@ def engine_commands(ctx: Context) -> tuple[list, list]:
         engine_id[order_id] = seq
         prefill.append(command)
     measured: list = []
-    for order_id, command in wl.ops:
+    for order_id, op in wl.ops:
         seq += 1
-        if isinstance(command, SubmitOrder):
+        if isinstance(op, SubmitOrder):
             engine_id[order_id] = seq
-            measured.append(command)
+            measured.append(op)
         else:
-            measured.append(CancelOrder(command.member_id, command.instrument, engine_id[command.order_id]))
+            measured.append(CancelOrder(op.member_id, op.instrument, engine_id[op.order_id]))
     ctx.cache[key] = prefill, measured
     return prefill, measured
 

@@ -227,8 +227,11 @@ def profile(clients: int, out: Path, top: int) -> None:
     stats.sort_stats("tottime").print_stats(top)
     stats.sort_stats("cumulative").print_stats(top)
     print("# own time by file (C functions by name; the aiohttp frame reader is C, inside 'asyncio')")
+    # pstats keeps its table in the undocumented attribute ``stats`` (absent from typeshed):
+    # (file, line, function) -> (primitive calls, calls, own time, cumulative time, callers).
+    table: dict[tuple[str, int, str], tuple[int, int, float, float, dict]] = vars(stats)["stats"]
     areas: dict[str, float] = {}
-    for (filename, _, function), (_, _, own, _, _) in stats.stats.items():
+    for (filename, _, function), (_, _, own, _, _) in table.items():
         if filename == "~":
             area = function
         elif "/asyncio/" in filename:

@@ -59,8 +59,10 @@ import subprocess
 import sys
 import time
 from array import array
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 import aiohttp
 import msgspec
@@ -87,6 +89,7 @@ from exchange.model import Side  # noqa: E402
 from exchange.sim.strategies import (  # noqa: E402
     AmendIntent,
     CancelIntent,
+    MarketView,
     MassCancelIntent,
     Member,
     MemberIntent,
@@ -133,7 +136,7 @@ class ServedProcess:
         self.url = ""
         self.tokens: dict[str, str] = {}
 
-    def start(self, timeout_s: float = 60.0) -> "ServedProcess":
+    def start(self, timeout_s: float = 60.0) -> ServedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         allocate_in_registry(self.data_dir, self.members)
         config = self.data_dir / "bench-config.toml"
@@ -327,7 +330,7 @@ class Resting:
             self._index[last.cid] = index
 
 
-class OldestFirst:
+class OldestFirst(Sequence[RestingOrder]):
     """The client's open orders in the order they rested, for the ``load`` mix (which cancels
     the oldest): ``orders[0]`` is the oldest, removal by id is O(1)."""
 
@@ -337,7 +340,13 @@ class OldestFirst:
     def __len__(self) -> int:
         return len(self._orders)
 
-    def __getitem__(self, index: int) -> RestingOrder:
+    @overload
+    def __getitem__(self, index: int) -> RestingOrder: ...
+
+    @overload
+    def __getitem__(self, index: slice) -> list[RestingOrder]: ...
+
+    def __getitem__(self, index: int | slice) -> RestingOrder | list[RestingOrder]:
         if index == 0 and self._orders:
             return next(iter(self._orders.values()))
         return list(self._orders.values())[index]
@@ -373,7 +382,7 @@ class LoadView:
     def market_price(self, symbol: str) -> int | None:
         return self.last_px
 
-    def open_orders(self, member_id: str, symbol: str) -> list[RestingOrder] | OldestFirst:
+    def open_orders(self, member_id: str, symbol: str) -> Sequence[RestingOrder]:
         return self.resting.orders
 
     def unknown_order_id(self, rnd: random.Random) -> int:
@@ -394,7 +403,7 @@ class LoadClient:
         if mix == "load":  # no style drawn: the first draws are the old generator's
             self.member = Member(member_id, "load", [SYMBOL], {SYMBOL: clamp(MID_FEN, band)})
             self.resting: Resting | OldestFirst = OldestFirst()
-            self.turn = load_turn
+            self.turn: Callable[[random.Random, Member, MarketView[RestingOrder]], MemberIntent] = load_turn
         elif mix == "members":
             self.member = Member(member_id, draw_style(self.rng), [SYMBOL], {SYMBOL: clamp(MID_FEN, band)})
             self.resting = Resting()
@@ -402,7 +411,7 @@ class LoadClient:
         else:
             raise ValueError(f"unknown mix {mix!r}: one of {', '.join(MIXES)}")
         self.view = LoadView(band, self.resting)
-        self.ws: aiohttp.ClientWebSocketResponse | None = None
+        self.ws: aiohttp.ClientWebSocketResponse[Literal[False]] | None = None  # set by connect()
         self.prefix = f"c{index}-"
         self.count = 0
         self.sent_at: dict[str, int] = {}  # client order id -> send time (ns), until first report
@@ -418,15 +427,15 @@ class LoadClient:
         return len(self.sent_at) + len(self.changing) + len(self.cancelling_ids)
 
     async def connect(self, http: aiohttp.ClientSession, ws_url: str) -> None:
-        self.ws = await http.ws_connect(ws_url, autoping=True, max_msg_size=0, compress=0, decode_text=False)
+        self.ws = ws = await http.ws_connect(ws_url, autoping=True, max_msg_size=0, compress=0, decode_text=False)
         key_id, secret = self.key
         now_ms = time.time_ns() // 1_000_000
         nonce = f"bench{self.index:04d}{random.getrandbits(48):012x}"
         logon = {"type": "logon", "key_id": key_id, "timestamp_ms": now_ms, "nonce": nonce,
                  "signature": sign_logon(secret, key_id, now_ms, nonce), "cancel_on_disconnect": True,
                  "heartbeat_s": 60}
-        await self.ws.send_frame(msgspec.json.encode(logon), WSMsgType.TEXT)
-        frame = await self.ws.receive(timeout=10)
+        await ws.send_frame(msgspec.json.encode(logon), WSMsgType.TEXT)
+        frame = await ws.receive(timeout=10)
         answer = _decode(frame.data) if frame.type == WSMsgType.TEXT else None
         if answer is None or answer.type != "logon_ack":
             raise RuntimeError(f"{self.member_id}: logon refused: {frame.data!r}")
@@ -457,6 +466,7 @@ class LoadClient:
             case NewOrderIntent():
                 return self._new_order(intent), True
             case CancelIntent():
+                assert intent.order is not None  # CancelIntent(order=None) is matched above
                 return self._change(intent.order, CancelRequest(intent.symbol, client_order_id=intent.order.cid)), True
             case AmendIntent():
                 request = AmendRequest(intent.symbol, intent.qty_t, format_price(intent.price_fen), client_order_id=intent.order.cid)
@@ -480,12 +490,15 @@ class LoadClient:
         return encode(request)
 
     async def send_next(self) -> None:
+        ws = self.ws
+        assert ws is not None, "connect() first"
         for frame in self.next_frames():
-            await self.ws.send_frame(frame, WSMsgType.TEXT)
+            await ws.send_frame(frame, WSMsgType.TEXT)
 
     async def read(self) -> None:
         """Handle every message until the connection closes; in closed loop, refill the window."""
         ws = self.ws
+        assert ws is not None, "connect() first"
         try:
             while True:
                 frame = await ws.receive()
@@ -516,6 +529,7 @@ class LoadClient:
 
     def _report(self, message: _Answer) -> int:
         cid, exec_type, tally = message.client_order_id, message.exec_type, self.tally
+        assert cid is not None  # an execution_report always carries the client order id
         answered = self._answers_new_order(cid)
         if exec_type == "trade":
             tally.trades += tally.measuring
@@ -525,10 +539,10 @@ class LoadClient:
             tally.rejects[message.reject_code] = tally.rejects.get(message.reject_code, 0) + 1
         if exec_type in ("canceled", "replaced"):
             answered += self._count(self._answers_change(cid, message.order_id))
-        self._track(message)
+        self._track(cid, message)
         return answered
 
-    def _answers_new_order(self, cid: str | None) -> int:
+    def _answers_new_order(self, cid: str) -> int:
         sent = self.sent_at.pop(cid, None)
         if sent is None:
             return 0
@@ -553,9 +567,9 @@ class LoadClient:
             self.tally.answered += 1
         return int(answered)
 
-    def _track(self, message: _Answer) -> None:
-        """Keep the resting orders as the reports tell them (an order being changed waits)."""
-        cid = message.client_order_id
+    def _track(self, cid: str, message: _Answer) -> None:
+        """Keep the resting orders as the reports tell them (an order being changed waits);
+        ``message`` is an execution report of the client order id ``cid``."""
         if message.ord_status not in ("new", "partially_filled"):
             self.resting.remove(cid)
             return
@@ -617,7 +631,8 @@ class Load:
     async def close(self) -> None:
         for client in self.clients:
             client.refill = False
-            await client.ws.close()
+            if client.ws is not None:
+                await client.ws.close()
         await asyncio.wait(self.readers, timeout=5)
 
     def _new_tally(self) -> Tally:

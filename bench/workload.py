@@ -35,8 +35,8 @@ orders (more resting orders, larger takers), so the shape survives 200,000 opera
 from __future__ import annotations
 
 import random
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Iterator
 
 from exchange.book.order_book import OrderBook, TradeIds
 from exchange.model.commands import CancelOrder, SubmitOrder
@@ -196,10 +196,10 @@ def generate(shape_name: str, n_ops: int, seed: int, *, resting: int | None = No
     model = new_book()
     live = _LiveIds()
     member_of: dict[int, str] = {}
-    for order_id, cmd in prefill_commands(shape.name, resting, seed, stp_free):
-        model.submit(order_id, cmd)
+    for order_id, prefill_cmd in prefill_commands(shape.name, resting, seed, stp_free):
+        model.submit(order_id, prefill_cmd)
         live.add(order_id)
-        member_of[order_id] = cmd.member_id
+        member_of[order_id] = prefill_cmd.member_id
 
     stats = dict.fromkeys(
         ("passive", "cancels", "marketable", "market_orders", "fills", "self_trades", "stale_cancels"), 0
@@ -234,7 +234,12 @@ def generate(shape_name: str, n_ops: int, seed: int, *, resting: int | None = No
                 stats["market_orders"] += 1
             else:
                 through = rng.randint(0, MAX_THROUGH_TICKS)
-                price = best_ask[0] + through if buy else best_bid[0] - through  # type: ignore[index]
+                if buy:
+                    assert best_ask is not None  # ``buy`` was turned to the side that has orders
+                    price = best_ask[0] + through
+                else:
+                    assert best_bid is not None
+                    price = best_bid[0] - through
                 price = min(max(price, lower), upper)
                 cmd = SubmitOrder(member, SYMBOL, side, qty, price, OrderType.LIMIT, TimeInForce.IOC)
             stats["marketable"] += 1
@@ -252,7 +257,7 @@ def generate(shape_name: str, n_ops: int, seed: int, *, resting: int | None = No
             cmd = SubmitOrder(member, SYMBOL, side, rng.randint(1, PASSIVE_QTY_MAX), price)
             stats["passive"] += 1
 
-        if type(cmd) is CancelOrder:
+        if isinstance(cmd, CancelOrder):
             ops.append((0, cmd))
             events = model.cancel(cmd)
         else:
@@ -264,19 +269,18 @@ def generate(shape_name: str, n_ops: int, seed: int, *, resting: int | None = No
                 live.add(order_id)
                 member_of[order_id] = cmd.member_id
         for event in events:
-            kind = type(event)
-            if kind is OrderFilled:
+            if isinstance(event, OrderFilled):
                 stats["fills"] += 1
                 if event.aggressor == Side.BUY:
                     if not event.sell_leaves_t:
                         live.discard(event.sell_order_id)
                 elif not event.buy_leaves_t:
                     live.discard(event.buy_order_id)
-            elif kind is OrderCancelled:
+            elif isinstance(event, OrderCancelled):
                 live.discard(event.order_id)
                 if event.reason == CancelReason.SELF_TRADE:
                     stats["self_trades"] += 1
-            elif kind is CancelRejected:
+            elif isinstance(event, CancelRejected):
                 stats["stale_cancels"] += 1
 
     bids, asks = model.depth()

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import copy
 from dataclasses import dataclass
+from typing import Protocol
 
 from exchange.model.commands import AmendOrder, CancelOrder, SubmitOrder
 from exchange.model.enums import CancelReason, OrderType, SelfTradePolicy, Side, TimeInForce
@@ -42,6 +43,12 @@ from exchange.model.events import (
 from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
 from exchange.model.units import price_band, round_half_up_to_tick
+
+
+class TradeIdCounter(Protocol):
+    """What the book needs of a trade id counter: ``Counter`` or ``exchange.book.TradeIds``."""
+
+    last: int
 
 
 class Counter:
@@ -67,12 +74,12 @@ class ReferenceBook:
     def __init__(
         self,
         instrument: Instrument,
-        trade_ids: object | None = None,
+        trade_ids: TradeIdCounter | None = None,
         self_trade_policy: SelfTradePolicy = SelfTradePolicy.CANCEL_NEWEST,
     ) -> None:
         self.instrument = instrument
         self.symbol = instrument.symbol
-        self.trade_ids = trade_ids if trade_ids is not None else Counter()
+        self.trade_ids: TradeIdCounter = trade_ids if trade_ids is not None else Counter()
         self.self_trade_policy = self_trade_policy
         self.band_bps = instrument.band_bps
         self.max_order_qty_t = instrument.max_order_qty_t
@@ -283,6 +290,9 @@ class ReferenceBook:
         trades = self.trades_today
         volume = sum(q for _, q in trades)
         turnover = sum(p * q for p, q in trades)
+        open_fen: int | None
+        high: int | None
+        low: int | None
         if trades:
             prices = [p for p, _ in trades]
             open_fen, high, low = prices[0], max(prices), min(prices)

@@ -25,6 +25,7 @@ from exchange.model import (
     CancelRejected,
     DayClosed,
     DayStarted,
+    Event,
     Instrument,
     InstrumentLimitsChanged,
     InstrumentKind,
@@ -55,7 +56,7 @@ NEWEST, OLDEST, BOTH = SelfTradePolicy.CANCEL_NEWEST, SelfTradePolicy.CANCEL_OLD
 R = RejectReason
 C = CancelReason
 
-BOOKS = {"real": OrderBook, "reference": ReferenceBook}
+BOOKS: dict[str, type[OrderBook] | type[ReferenceBook]] = {"real": OrderBook, "reference": ReferenceBook}
 
 
 @pytest.fixture(params=list(BOOKS))
@@ -342,7 +343,8 @@ def test_fok_that_cannot_fill_leaves_the_book_untouched(make, qty, price):
 
 # FOK buy 20 by member A; the book holds A's own sell 20 @ 50.00 (id 1) ahead of B's sell
 # 20 @ 50.00 (id 2). Matching would reach A's own order first.
-FOK_OWN = [
+Depth = tuple[list[tuple[int, int, int]], list[tuple[int, int, int]]]  # (bids, asks): (price, qty, orders)
+FOK_OWN: list[tuple[SelfTradePolicy, list[Event], Depth]] = [
     (NEWEST, [cancelled(3, "A", 20, C.FOK_UNFILLABLE)], ([], [(5000, 40, 2)])),
     (OLDEST, [
         cancelled(1, "A", 20, C.SELF_TRADE),  # the own resting order goes, matching goes on

@@ -24,6 +24,7 @@ Regressions found by Hypothesis are kept at the end of the file as explicit step
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -89,6 +90,11 @@ def price_from(kind: str, ticks: int, mid: int) -> int | None:
     if kind == "off_tick":
         price += 1 + abs(ticks) % (TICK - 1)
     return price
+
+
+def limit_rule() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The rule of the copies of the limit-order rule (a fresh decorator for each copy)."""
+    return rule(member=members, side=sides, tif=limit_tifs, qty=quantities, pkind=price_kinds, ticks=tick_offsets)
 
 
 @dataclass
@@ -246,19 +252,15 @@ class BookMachine(RuleBasedStateMachine):
         self.since_cycle += 1
 
     # Three identical rules: new limit orders are the bulk of the traffic.
-    LIMIT_ARGS = dict(
-        member=members, side=sides, tif=limit_tifs, qty=quantities, pkind=price_kinds, ticks=tick_offsets,
-    )
-
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_a(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_b(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_c(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
@@ -362,7 +364,7 @@ class BookMachine(RuleBasedStateMachine):
         for i, (order_id, member) in enumerate(placed):
             if i % keep_every:
                 cancel_cmd = CancelOrder(member, SYMBOL, order_id)
-                self.step(lambda b: b.cancel(cancel_cmd), lambda b: b.cancel(cancel_cmd))
+                self.step(lambda b, cmd=cancel_cmd: b.cancel(cmd), lambda b, cmd=cancel_cmd: b.cancel(cmd))
         self.since_cycle += 1
 
     @rule(
@@ -419,8 +421,8 @@ class BookMachine(RuleBasedStateMachine):
                 queue = self.real.queue(side, price)
                 assert qty == sum(o.qty_t for o in queue) and count == len(queue)
                 assert all(o.side == side and o.price_fen == price and o.qty_t > 0 for o in queue)
-        for levels, heap, sign in ((self.real._bids, self.real._bid_heap, -1), (self.real._asks, self.real._ask_heap, 1)):
-            for level in levels.values():  # dormant levels included
+        for side_levels in (self.real._bids, self.real._asks):
+            for level in side_levels.values():  # dormant levels included
                 live = [o for o in level.orders if o.qty_t]
                 assert level.live == len(live) and level.qty_t == sum(o.qty_t for o in live)
 

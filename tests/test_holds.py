@@ -7,11 +7,14 @@ import pytest
 from exchange.engine import ExchangeCore, decode_state, encode_state
 from exchange.model import (
     AccountKind,
+    Command,
+    CommandRejected,
     Deposit,
     HoldKind,
     Instrument,
     InstrumentKind,
     MemberKind,
+    OrderRejected,
     RegisterMember,
     RejectReason,
     SetTradingPhase,
@@ -52,7 +55,8 @@ def test_hold_moves_available_to_reserved() -> None:
     bids.hold(7, alice, CASH, 3_000, price_fen=30)
     ledger.holds[HoldKind.BLOCK_QUOTE].hold(7, alice, SYMBOL, 40)  # same int id, another kind
     assert balances(alice) == (7_000, 3_000, 0, 60, 40, 0)
-    assert 7 in bids and len(bids) == 1 and bids.get(7).amount == 3_000
+    bid = bids.get(7)
+    assert 7 in bids and len(bids) == 1 and bid is not None and bid.amount == 3_000
     assert conserved(alice) == (10_000, 100)
 
 
@@ -71,7 +75,8 @@ def test_partial_commits_then_release_the_rest() -> None:
     bids = ledger.holds[HoldKind.AUCTION_BID]
     bids.hold(3, alice, CASH, 5_000, price_fen=50)  # 100 t at 50.00
     bids.commit_qty(3, 40, 45)  # 40 t clear at 45: 2,000 leave the hold, 1,800 paid
-    assert bids.get(3).amount == 3_000
+    bid = bids.get(3)
+    assert bid is not None and bid.amount == 3_000
     assert balances(alice) == (5_200, 3_000, 1_800, 100, 0, 0)
     bids.commit(3, 1_000, paid=900)
     assert balances(alice) == (5_300, 2_000, 2_700, 100, 0, 0)
@@ -86,7 +91,8 @@ def test_adjust_up_and_down() -> None:
     orders = ledger.orders
     orders.hold(9, alice, CASH, 1_000, 10)
     orders.adjust(9, 4_000, 20)
-    assert (orders.get(9).amount, orders.get(9).price_fen, alice.cash_reserved_fen) == (4_000, 20, 4_000)
+    adjusted = orders.get(9)
+    assert adjusted is not None and (adjusted.amount, adjusted.price_fen, alice.cash_reserved_fen) == (4_000, 20, 4_000)
     orders.adjust(9, 500)
     assert balances(alice)[:2] == (9_500, 500)
     with pytest.raises(AssertionError, match="without the cash"):
@@ -134,7 +140,8 @@ def test_misuse_is_refused_before_it_changes_anything() -> None:
         orders.commit(1, 11)
     with pytest.raises(AssertionError, match="paid"):
         orders.commit(1, 5, paid=6)
-    assert orders.get(1).amount == 10
+    unchanged = orders.get(1)
+    assert unchanged is not None and unchanged.amount == 10
 
 
 def test_check_hold_answers_with_numbered_reasons() -> None:
@@ -163,13 +170,13 @@ def test_house_accounts_are_accounts_that_cannot_trade() -> None:
 
     core = ExchangeCore([Instrument(SYMBOL, InstrumentKind.ALLOWANCE, 1_000, vintage=2025)])
     # No command can name a house account: not a valid member id, and not a member.
-    setup = [RegisterMember("alice", MemberKind.VOLUNTARY), StartDay("2026-11-23"), SetTradingPhase(TradingPhase.CONTINUOUS)]
+    setup: list[Command] = [RegisterMember("alice", MemberKind.VOLUNTARY), StartDay("2026-11-23"), SetTradingPhase(TradingPhase.CONTINUOUS)]
     for seq, command in enumerate(setup, 1):
         core.apply(seq, seq, command)
-    [rejected] = core.apply(4, 4, SubmitOrder("house:adjustment-reserve", SYMBOL, Side.SELL, 1, 1_000))
-    assert rejected.reason == RejectReason.UNKNOWN_MEMBER
-    [rejected] = core.apply(5, 5, Deposit("house:buyback-fund", 5))
-    assert rejected.reason == RejectReason.UNKNOWN_MEMBER
+    [order_rejected] = core.apply(4, 4, SubmitOrder("house:adjustment-reserve", SYMBOL, Side.SELL, 1, 1_000))
+    assert isinstance(order_rejected, OrderRejected) and order_rejected.reason == RejectReason.UNKNOWN_MEMBER
+    [deposit_rejected] = core.apply(5, 5, Deposit("house:buyback-fund", 5))
+    assert isinstance(deposit_rejected, CommandRejected) and deposit_rejected.reason == RejectReason.UNKNOWN_MEMBER
     assert set(core.risk.accounts) == {"alice"}
 
 

@@ -11,6 +11,8 @@ from exchange.model import (
     CancelOrder,
     CancelRejected,
     CloseMarket,
+    Command,
+    CommandName,
     CommandRejected,
     Deposit,
     EndDay,
@@ -44,14 +46,14 @@ SYMBOL = "CEA-2025"
 INSTRUMENT = Instrument(SYMBOL, InstrumentKind.ALLOWANCE, 10_000, vintage=2025, tick_fen=5, lot_t=10, max_order_qty_t=1_000)
 POLICY = RiskPolicy(position_limit_t=5_000)
 
-MEMBERS = [
+MEMBERS: list[Command] = [
     RegisterMember("alice", MemberKind.VOLUNTARY),
     RegisterMember("bob", MemberKind.VOLUNTARY),
     Deposit("alice", 1_000_000_000),
     Deposit("bob", 5_000_000),  # 50,000.00 CNY: 500 t at 100.00
 ]
-PRE_OPEN = [*MEMBERS, StartDay("2026-11-23"), LoadHolding("alice", SYMBOL, 2_000), LoadHolding("bob", SYMBOL, 100)]
-OPEN = [*PRE_OPEN, SetTradingPhase(TradingPhase.CONTINUOUS)]
+PRE_OPEN: list[Command] = [*MEMBERS, StartDay("2026-11-23"), LoadHolding("alice", SYMBOL, 2_000), LoadHolding("bob", SYMBOL, 100)]
+OPEN: list[Command] = [*PRE_OPEN, SetTradingPhase(TradingPhase.CONTINUOUS)]
 
 
 def buy(qty: int = 100, price: int | None = 10_000, member: str = "alice", **kw) -> SubmitOrder:
@@ -214,7 +216,7 @@ def test_a_cancel_is_never_refused_for_risk() -> None:
 )
 def test_instrument_limits_out_of_range(band_bps, max_qty, reason) -> None:
     events = run([*OPEN, SetInstrumentLimits(SYMBOL, band_bps, max_qty)])
-    assert events == [CommandRejected("SetInstrumentLimits", reason, SYMBOL)]
+    assert events == [CommandRejected(CommandName.SET_INSTRUMENT_LIMITS, reason, SYMBOL)]
 
 
 def test_instrument_band_just_below_100_percent_is_accepted() -> None:
@@ -244,6 +246,7 @@ def test_command_rejected_names_the_command_as_before() -> None:
 
     [event] = run([*OPEN, StartDay("2026-11-24")])
     assert event.command is CommandName.START_DAY and event.command == "StartDay" and f"{event.command}" == "StartDay"
+    # deliberately the plain string the event carried before CommandName: it must encode the same
     as_string = CommandRejected("StartDay", RejectReason.DAY_ALREADY_OPEN)  # type: ignore[arg-type]
     assert msgspec.msgpack.encode(event) == msgspec.msgpack.encode(as_string)
     assert msgspec.json.decode(msgspec.json.encode(event), type=CommandRejected) == event

@@ -18,6 +18,7 @@ from exchange.model import (
     CancelOrder,
     CancelReason,
     CloseMarket,
+    Command,
     CommandRejected,
     Deposit,
     EndDay,
@@ -98,7 +99,7 @@ class Market:
         self.core = ExchangeCore(INSTRUMENTS, stp, policy)
         self.ts = T0
         self.day = FIRST_DAY - dt.timedelta(days=1)
-        self.log: list[tuple[int, int, object]] = []
+        self.log: list[tuple[int, int, Command]] = []
         for registration in members:
             assert type(self(registration)[0]) is MemberRegistered
         names = [m.member_id for m in members]
@@ -110,7 +111,7 @@ class Market:
             self.start_day(holdings if isinstance(holdings, dict) else dict.fromkeys(names, holdings))
             self(SetTradingPhase(TradingPhase.CONTINUOUS))
 
-    def __call__(self, command, at: int | None = None) -> list:
+    def __call__(self, command: Command, at: int | None = None) -> list:
         """Apply one command at ``at`` (default: one microsecond after the previous one)."""
         self.ts = at if at is not None else self.ts + 1_000
         seq = self.core.last_seq + 1
@@ -777,7 +778,7 @@ def busy_market() -> Market:
     return m
 
 
-FOLLOW_UP = [
+FOLLOW_UP: list[Command] = [
     SubmitOrder("carol", CEA, SELL, 5, 995),
     SubmitOrder("carol", CEA, BUY, 3, None, OrderType.MARKET, TimeInForce.IOC),
     SubmitOrder("erin", CEA, BUY, 1, 1_000),

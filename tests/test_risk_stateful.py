@@ -44,6 +44,7 @@ for one restored from a snapshot of it, so later commands run on restored state.
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 
 import msgspec
 from hypothesis import HealthCheck, settings
@@ -58,6 +59,7 @@ from exchange.model import (
     CancelReason,
     CancelRejected,
     CloseMarket,
+    Command,
     CommandRejected,
     DayClosed,
     DayStarted,
@@ -160,10 +162,33 @@ def ledger_view(risk) -> tuple:
     )
 
 
+def limit_rule() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The rule of the copies of the limit-order rule (a fresh decorator for each copy)."""
+    return rule(member=members, symbol=symbols, side=sides, qty=quantities, offset=offsets, tif=limit_tifs)
+
+
+def take_rule() -> Callable[[Callable[..., None]], Callable[..., None]]:
+    """The rule of the copies of the rule that takes a resting order."""
+    return rule(
+        pick=st.integers(0, 10_000), shift=st.integers(0, 5), qty=quantities,
+        how=st.sampled_from(["limit", "limit", "through", "market"]),
+        tif=st.sampled_from(list(TimeInForce)),
+    )
+
+
 class RiskMachine(RuleBasedStateMachine):
     def __init__(self) -> None:
         super().__init__()
-        self.core: ExchangeCore | None = None
+        self._core: ExchangeCore | None = None  # set by setup(), the first rule of every run
+
+    @property
+    def core(self) -> ExchangeCore:
+        assert self._core is not None, "setup() has not run"
+        return self._core
+
+    @core.setter
+    def core(self, core: ExchangeCore) -> None:
+        self._core = core
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -181,7 +206,7 @@ class RiskMachine(RuleBasedStateMachine):
         )
         self.stp = stp
         self.core = ExchangeCore(INSTRUMENTS, stp, self.policy)
-        self.log: list[tuple[int, int, object, bytes]] = []
+        self.log: list[tuple[int, int, Command, bytes]] = []
         self.ts = 1_772_000_000 * 1_000_000_000
         self.day = FIRST_DAY - dt.timedelta(days=1)
         # What the events say (the model the checks compare with).
@@ -204,7 +229,7 @@ class RiskMachine(RuleBasedStateMachine):
             self.do(Deposit(member, cash))
         self.start_day(holding, holding)
 
-    def do(self, cmd, dt_ns: int = MS) -> list:
+    def do(self, cmd: Command, dt_ns: int = MS) -> list:
         """Apply one command, check it against the state just before, then the invariants."""
         core = self.core
         self.ts += dt_ns
@@ -250,6 +275,7 @@ class RiskMachine(RuleBasedStateMachine):
 
     def position_limit(self, member: str) -> int:
         account = self.core.risk.accounts[member]
+        assert account.kind is not None  # a member's account (only the house's have no kind)
         return self.policy.position_limit(account.kind, account.annual_allocation_t)
 
     def owner(self, member: str) -> str:
@@ -476,7 +502,7 @@ class RiskMachine(RuleBasedStateMachine):
         assert resting == sum(a.open_orders for a in risk.accounts.values()), "an order of nobody's rests"
 
     def teardown(self) -> None:
-        if self.core is None:
+        if self._core is None:
             return
         # Replay the whole log into a fresh core: same events, same state hash.
         fresh = ExchangeCore(INSTRUMENTS, self.stp, self.policy)
@@ -539,37 +565,29 @@ class RiskMachine(RuleBasedStateMachine):
         price = self.mid(symbol) + offset
         self.do(SubmitOrder(member, symbol, side, qty, price, OrderType.LIMIT, tif, "c"))
 
-    LIMIT_ARGS = dict(member=members, symbol=symbols, side=sides, qty=quantities, offset=offsets, tif=limit_tifs)
-
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_a(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_b(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_c(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_d(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
-    @rule(**LIMIT_ARGS)
+    @limit_rule()
     def limit_e(self, **kwargs) -> None:
         self.submit_limit(**kwargs)
 
     @rule(member=members, symbol=symbols, side=sides, qty=quantities, tif=market_tifs)
     def submit_market(self, member, symbol, side, qty, tif) -> None:
         self.do(SubmitOrder(member, symbol, side, qty, None, OrderType.MARKET, tif, "m"))
-
-    TAKE_ARGS = dict(
-        pick=st.integers(0, 10_000), shift=st.integers(0, 5), qty=quantities,
-        how=st.sampled_from(["limit", "limit", "through", "market"]),
-        tif=st.sampled_from(list(TimeInForce)),
-    )
 
     def take(self, pick, shift, qty, how, tif) -> None:
         """An order against a resting one (a fill, unless self-trade prevention or a limit
@@ -591,12 +609,12 @@ class RiskMachine(RuleBasedStateMachine):
         self.do(SubmitOrder(member, symbol, side, qty, price, OrderType.LIMIT, tif, "t"))
 
     @precondition(has_open_orders)
-    @rule(**TAKE_ARGS)
+    @take_rule()
     def take_a(self, **kwargs) -> None:
         self.take(**kwargs)
 
     @precondition(has_open_orders)
-    @rule(**TAKE_ARGS)
+    @take_rule()
     def take_b(self, **kwargs) -> None:
         self.take(**kwargs)
 

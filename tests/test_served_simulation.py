@@ -65,9 +65,9 @@ def test_a_served_day_agrees_with_the_journal(tmp_path: Path, capsys) -> None:
     assert sorted(logs) == [f"M{n:04d}" for n in range(1, 7)]
 
     entered: Counter = Counter()
-    outcome: dict[tuple[str, str], object] = {}
+    outcome: dict[tuple[str, str], OrderAccepted | OrderRejected] = {}
     for event in events:
-        if type(event) in (OrderAccepted, OrderRejected):
+        if isinstance(event, (OrderAccepted, OrderRejected)):
             key = (event.member_id, event.client_order_id)
             entered[key] += 1
             outcome[key] = event
@@ -89,13 +89,14 @@ def test_a_served_day_agrees_with_the_journal(tmp_path: Path, capsys) -> None:
             entry = outcome[key]
             if report.exec_type in ("new", "rejected"):
                 answered[key] += 1
-                if type(entry) is OrderAccepted:
+                if isinstance(entry, OrderAccepted):
                     assert report.exec_type == "new" and report.order_id == entry.order_id
                 else:
                     assert report.exec_type == "rejected" and report.reject_code == int(entry.reason)
             if report.order_id is not None:
                 cum_qty[report.order_id] = report.cum_qty
             if report.exec_type == "trade":
+                assert report.trade_id is not None and report.last_px is not None, "a trade report without its trade"
                 fill = fills.get(report.trade_id)
                 assert fill is not None, "an execution the journal does not hold"
                 side_member = fill.buy_member_id if report.order_id == fill.buy_order_id else fill.sell_member_id
@@ -131,11 +132,11 @@ def test_the_options_and_the_defaults(tmp_path: Path) -> None:
 def test_a_lost_execution_report_fails_the_run(tmp_path: Path, monkeypatch, capsys) -> None:
     """The checks are not vacuous: one trade report the client drops turns the run red."""
     original = SimMember._report
-    dropped: list[int] = []
+    dropped: list[int | None] = []  # the trade id of the report dropped
 
     def lossy(self: SimMember, report: ExecutionReport) -> None:
         if report.exec_type == "trade" and not dropped:
-            dropped.append(report.trade_id)  # type: ignore[arg-type]
+            dropped.append(report.trade_id)
             return
         original(self, report)
 

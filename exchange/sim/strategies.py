@@ -35,7 +35,7 @@ from __future__ import annotations
 import random
 from dataclasses import dataclass
 from typing import Generic, Literal, Protocol, TypeVar
-from typing import Sequence  # noqa: UP035 - tests/sim/test_strategies.py allows typing, not yet collections.abc
+from collections.abc import Sequence
 
 from exchange.model import OrderType, Side, TimeInForce
 

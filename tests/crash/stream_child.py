@@ -21,7 +21,7 @@ from pathlib import Path
 from exchange.app import Exchange
 from exchange.clearing.trades import TradeStore
 from exchange.config import Config
-from exchange.model import CancelOrder, Deposit, MemberKind, RegisterMember, Side, StartDay, SubmitOrder, Withdraw
+from exchange.model import CancelOrder, Command, Deposit, MemberKind, RegisterMember, Side, SubmitOrder, Withdraw
 from exchange.model.enums import TradingPhase
 from exchange.model.commands import SetTradingPhase
 from registry_adapter.demo import allocate_holdings
@@ -59,7 +59,7 @@ def first_day(exchange: Exchange) -> None:
     exchange.flush()
 
 
-def next_command(rng: random.Random, exchange: Exchange) -> object:
+def next_command(rng: random.Random, exchange: Exchange) -> Command:
     member = rng.choice(MEMBERS)
     roll = rng.random()
     if roll < 0.15:

@@ -4,6 +4,7 @@ damaged byte anywhere is refused, never applied and never truncated away."""
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
 import struct
 import zlib
@@ -77,7 +78,7 @@ def test_round_trip(kind: str, tmp_path: Path) -> None:
     records = list(journal.records())
     assert contents(records) == written
     assert records[0].position == FILE_HEADER_SIZE
-    assert all(b.position == a.position + 28 + len(a.payload) for a, b in zip(records, records[1:]))
+    assert all(b.position == a.position + 28 + len(a.payload) for a, b in itertools.pairwise(records))
     journal.close()
 
 
@@ -218,7 +219,7 @@ def test_a_refused_append_leaves_the_journal_as_it_was() -> None:
     journal = MemoryJournal()
     written = fill(journal, 2)
     with pytest.raises(TypeError):
-        journal.append(3, TS, "not bytes")  # type: ignore[arg-type]
+        journal.append(3, TS, "not bytes")  # type: ignore[arg-type]  # deliberately not bytes: refused
     with pytest.raises(struct.error):
         journal.append(3, -1, b"negative time")
     written += fill(journal, 1, first=3)
@@ -356,9 +357,9 @@ def test_every_flipped_byte_is_refused_with_its_position(
     for index in range(len(data)):
         expected = unit_start(data, index)
         for mask in (0x01, 0x80, 0xFF):
-            damaged = bytearray(data)
-            damaged[index] ^= mask
-            damaged = bytes(damaged)
+            flipped = bytearray(data)
+            flipped[index] ^= mask
+            damaged = bytes(flipped)
             with pytest.raises(JournalCorrupted) as caught:
                 scan(damaged)
             assert caught.value.position == expected, (index, mask, caught.value)

@@ -74,6 +74,7 @@ def test_the_worked_example_in_the_protocol_document() -> None:
     for value in (EXAMPLE_KEY_ID, EXAMPLE_SECRET, EXAMPLE_NONCE, EXAMPLE_SIGNATURE, str(NOW)):
         assert value in doc
     message = decode_inbound(encode(Logon(EXAMPLE_KEY_ID, NOW, EXAMPLE_NONCE, EXAMPLE_SIGNATURE)))
+    assert isinstance(message, Logon)
     assert Authenticator(store).verify(message, NOW + 1_000) == "M0001"
 
 
@@ -170,7 +171,8 @@ def test_revoked_and_unknown_keys_are_refused() -> None:
     assert refused(authenticator, logon("ffffffffffffffff", secret)) is AuthFailure.UNKNOWN_KEY
     store.revoke(key_id)
     store.revoke(key_id)  # twice is harmless
-    assert store.lookup(key_id).revoked
+    revoked = store.lookup(key_id)
+    assert revoked is not None and revoked.revoked
     assert refused(authenticator, logon(key_id, secret)) is AuthFailure.REVOKED_KEY
     with pytest.raises(KeyError):
         store.revoke("0000000000000000")
@@ -219,6 +221,7 @@ def test_the_server_stores_no_secret_only_its_fingerprint() -> None:
     saved = msgspec.json.encode(store.state())
     assert issued.secret_hex.encode() not in saved
     record = store.lookup(issued.key_id)
+    assert record is not None
     assert record.fingerprint == hashlib.sha256(bytes.fromhex(issued.secret_hex)).hexdigest()
     assert (record.member_id, record.created_ms, record.revoked) == ("M0001", NOW, False)
 

@@ -122,7 +122,7 @@ def test_trades_are_public_and_follow_the_fills() -> None:
     fills = [e for e in events if isinstance(e, OrderFilled)]
     trades = [m for _, m in ex.public if isinstance(m, Trade)]
     assert [(t.trade_id, t.price, t.qty, t.aggressor) for t in trades] == [
-        (f.trade_id, p, f.qty_t, "buy") for f, p in zip(fills, ("10.01", "10.02"))
+        (f.trade_id, p, f.qty_t, "buy") for f, p in zip(fills, ("10.01", "10.02"), strict=True)
     ]
     encoded = b"".join(encode(t) for t in trades)
     assert b"alice" not in encoded and b"bob" not in encoded and b"carol" not in encoded

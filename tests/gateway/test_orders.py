@@ -245,8 +245,8 @@ def assert_tracker_matches_book(ex: Exchange) -> None:
     }
     for (member, order_id), message in last_reports.items():  # each order's state after the command
         book_order = ex.core.books[message.instrument].order(member, order_id)
-        tracked = ex.tracker.order(member, order_id)
-        assert tracked is not None and tracked.member_id == member
+        tracked_order = ex.tracker.order(member, order_id)
+        assert tracked_order is not None and tracked_order.member_id == member
         if message.ord_status in ("new", "partially_filled"):
             assert book_order is not None and book_order.qty_t == message.leaves_qty
             assert message.leaves_qty == message.qty - message.cum_qty
@@ -308,7 +308,8 @@ def test_partial_then_full_fill_reports_to_each_side_its_own_order() -> None:
     alice = only(ex.reports("alice"))
     assert (alice.ord_status, alice.cum_qty, alice.leaves_qty, alice.last_qty) == ("filled", 10, 0, 6)
     assert ex.tracker.open_orders("alice") == []
-    assert ex.tracker.order("alice", sell_id).status == "filled"
+    sold = ex.tracker.order("alice", sell_id)
+    assert sold is not None and sold.status == "filled"
 
 
 def test_ioc_remainder_is_cancelled_with_its_reason() -> None:
@@ -365,11 +366,13 @@ def test_expiry_at_the_end_of_the_day_and_gtc_carry_over() -> None:
     ex(EndDay())
     report = only(ex.reports("alice"))
     assert (report.exec_type, report.ord_status, report.client_order_id, report.leaves_qty) == ("expired", "expired", "day1", 0)
-    assert ex.tracker.lookup_client_order("alice", "day1").status == "expired"  # until the next day
+    expired = ex.tracker.lookup_client_order("alice", "day1")
+    assert expired is not None and expired.status == "expired"  # until the next day
     ex.day += dt.timedelta(days=1)
     ex(StartDay(ex.day.isoformat()))
     assert ex.tracker.lookup_client_order("alice", "day1") is None  # a new day: ids start afresh
-    assert ex.tracker.lookup_client_order("alice", "gtc1").order_id == gtc_id  # still open: still taken
+    gtc = ex.tracker.lookup_client_order("alice", "gtc1")
+    assert gtc is not None and gtc.order_id == gtc_id  # still open: still taken
     assert [o.order_id for o in ex.tracker.open_orders("alice")] == [gtc_id]
 
 
@@ -380,8 +383,10 @@ def test_reject_uses_up_the_client_order_id_and_reports_the_order() -> None:
     assert (report.exec_type, report.ord_status, report.order_id) == ("rejected", "rejected", None)
     assert (report.reject_code, report.reject_reason) == (106, RejectReason.PRICE_OUTSIDE_BAND.text)
     assert (report.side, report.price, report.qty, report.tif) == ("buy", "20.00", 10, "day")
-    assert ex.tracker.lookup_client_order("alice", "a1").status == "rejected"
+    rejected = ex.tracker.lookup_client_order("alice", "a1")
+    assert rejected is not None and rejected.status == "rejected"
     status = ex.tracker.status("alice", OrderStatusRequest(client_order_id="a1"))
+    assert status is not None
     assert (status.exec_type, status.ord_status, status.reject_code) == ("order_status", "rejected", 106)
     assert ex.tracker.resolve("alice", CancelRequest(CEA, client_order_id="a1")) is None
 
@@ -435,11 +440,13 @@ def test_duplicate_client_order_id_lookup_and_status() -> None:
     ex(order("alice", BUY, 10, 990, DAY, "dup"))
     first = ex.reports()[0]
     found = ex.tracker.lookup_client_order("alice", "dup")
-    assert found.order_id == first.order_id and found.is_open
+    assert found is not None and found.order_id == first.order_id and found.is_open
     assert ex.tracker.lookup_client_order("bob", "dup") is None  # per member
     ex(order("alice", BUY, 20, 991, DAY, "dup"))  # had it reached the engine anyway: the first keeps the id
-    assert ex.tracker.lookup_client_order("alice", "dup").order_id == first.order_id
+    again = ex.tracker.lookup_client_order("alice", "dup")
+    assert again is not None and again.order_id == first.order_id
     status = ex.tracker.status("alice", OrderStatusRequest(client_order_id="dup"))
+    assert status is not None
     assert (status.exec_type, status.order_id, status.qty) == ("order_status", first.order_id, 10)
     assert ex.tracker.status("bob", OrderStatusRequest(order_id=first.order_id)) is None
     assert ex.tracker.resolve("alice", CancelRequest(CEA, client_order_id="dup")) == first.order_id
@@ -498,7 +505,7 @@ def test_a_restored_tracker_and_feed_continue_exactly_as_the_originals() -> None
         assert (tracker.snapshot_state(), market.snapshot_state()) == (tracker_bytes, feed_bytes)  # deterministic
         tracker.open_outbox()
         market.open_outbox()
-        for applied, (private, public) in zip(ex.records[count:], messages[count - setup:]):
+        for applied, (private, public) in zip(ex.records[count:], messages[count - setup:], strict=True):
             tracker.apply(applied)
             market.apply(applied)
             assert [(m, msg) for _, m, msg in tracker.drain()] == private
@@ -524,5 +531,8 @@ def test_equal_states_give_equal_bytes_and_replayed_records_build_no_messages() 
     assert quiet.drain() == [] and quiet.snapshot_state() == first.tracker.snapshot_state()
     restored = OrderTracker()
     restored.restore_state(first.tracker.snapshot_state(), first.records[-1].seq)
-    assert restored.lookup_client_order("carol", "c1").status == "rejected"
-    assert restored.lookup_client_order("alice", "a1") is restored.order("alice", restored.lookup_client_order("alice", "a1").order_id)
+    rejected = restored.lookup_client_order("carol", "c1")
+    assert rejected is not None and rejected.status == "rejected"
+    kept = restored.lookup_client_order("alice", "a1")
+    assert kept is not None and kept.order_id is not None
+    assert kept is restored.order("alice", kept.order_id)

@@ -44,7 +44,8 @@ def test_the_service_answers_in_the_ports_structs(tmp_path: Path) -> None:
         assert isinstance(applied, Applied) and applied.seq == service.last_seq == 1
         assert [r.seq for r in service.commit()] == [1]
         service.execute(Deposit("P1", 500))
-        assert service.registry_refusal() is not None and service.registry_refusal().member_id == "P1"
+        refusal = service.registry_refusal()
+        assert refusal is not None and refusal.member_id == "P1"
         registry.open_account("P1")
         assert service.registry_refusal() is None
         records = service.start_day(DAY)

@@ -56,7 +56,7 @@ LOGON = {"type": "logon", "key_id": "0123456789abcdef", "timestamp_ms": 1, "nonc
 ORDER = {"type": "new_order", "client_order_id": "c1", "instrument": "CEA-2025", "side": "buy", "qty": 10, "price": "58.20"}
 CANCEL = {"type": "cancel", "instrument": "CEA-2025", "order_id": 7}
 AMEND = {"type": "amend", "instrument": "CEA-2025", "order_id": 7, "qty": 5, "price": "58.10"}
-VALID_FRAMES = [
+VALID_FRAMES: list[dict[str, object]] = [
     LOGON, ORDER, CANCEL, AMEND,
     {"type": "new_order", "client_order_id": "m-1", "instrument": "CCER", "side": "sell", "qty": 1, "order_type": "market", "tif": "fok"},
     {"type": "cancel", "instrument": "CCER", "client_order_id": "c1"},
@@ -183,17 +183,20 @@ def test_valid_frames_decode_and_round_trip() -> None:
 
 def test_defaults() -> None:
     logon = decode_inbound(frame(LOGON))
+    assert isinstance(logon, Logon)
     assert (logon.cancel_on_disconnect, logon.heartbeat_s) == (True, 10)
     limit = decode_inbound(frame(ORDER))
     market = decode_inbound(frame(ORDER, price=..., order_type="market"))
+    assert isinstance(limit, NewOrder) and isinstance(market, NewOrder)
     assert (limit.order_type, limit.tif, wire.effective_tif(limit)) == ("limit", UNSET, TimeInForce.DAY)
     assert wire.effective_tif(market) == TimeInForce.IOC
-    assert decode_inbound(frame({"type": "mass_cancel"})).instrument is None
+    mass_cancel = decode_inbound(frame({"type": "mass_cancel"}))
+    assert isinstance(mass_cancel, MassCancelRequest) and mass_cancel.instrument is None
 
 
 def test_errors_are_short_and_quote_no_more_than_a_little_input() -> None:
     code, field = refusal(frame(ORDER, **{"k" * 5_000: 1}))
-    assert code == E.INVALID_FIELD and len(field) < 200
+    assert code == E.INVALID_FIELD and field is not None and len(field) < 200
     with pytest.raises(WireError) as caught:
         decode_inbound(frame(ORDER, side="s" * 5_000))
     assert len(caught.value.problem) < 200
@@ -254,14 +257,18 @@ def test_a_price_text_is_canonical_or_refused(text: str) -> None:
 
 def test_conversions_take_the_member_from_the_session() -> None:
     order = decode_inbound(frame(ORDER, tif="gtc"))
+    assert isinstance(order, NewOrder)
     assert submit_command(order, "M0001") == SubmitOrder(
         "M0001", "CEA-2025", Side.BUY, 10, 5_820, OrderType.LIMIT, TimeInForce.GTC, "c1"
     )
     market = decode_inbound(frame(ORDER, price=..., order_type="market", side="sell"))
+    assert isinstance(market, NewOrder)
     assert submit_command(market, "M2") == SubmitOrder("M2", "CEA-2025", Side.SELL, 10, None, OrderType.MARKET, TimeInForce.IOC, "c1")
     cancel = decode_inbound(frame(CANCEL, order_id=..., client_order_id="c1"))
+    assert isinstance(cancel, CancelRequest)
     assert cancel_command(cancel, "M0001", 99) == CancelOrder("M0001", "CEA-2025", 99)
     amend = decode_inbound(frame(AMEND))
+    assert isinstance(amend, AmendRequest)
     assert amend_command(amend, "M0001", 7) == AmendOrder("M0001", "CEA-2025", 7, 5, 5_810)
     assert mass_cancel_command(MassCancelRequest(), "M0001") == MassCancel("M0001", None)
     assert mass_cancel_command(MassCancelRequest("CCER"), "M0001") == MassCancel("M0001", "CCER")
@@ -301,10 +308,12 @@ def test_the_error_budget() -> None:
 SECTION_DECODERS = {"Client to server": "inbound", "Server to client": "outbound"}
 
 
-def document_examples() -> list[tuple[str, str, str]]:
-    """(direction, heading, JSON text) for every ```json block under a ### heading."""
-    examples = []
-    direction = heading = None
+def document_examples() -> list[tuple[str | None, str | None, str]]:
+    """(direction, heading, JSON text) for every ```json block under a ### heading (None: a
+    block outside a known section or before any heading, which the test refuses)."""
+    examples: list[tuple[str | None, str | None, str]] = []
+    direction: str | None = None
+    heading: str | None = None
     lines = (ROOT / "docs" / "protocol.md").read_text().splitlines()
     index = 0
     while index < len(lines):
@@ -330,6 +339,7 @@ def test_every_example_in_the_protocol_document_decodes() -> None:
     assert len(examples) >= 25
     for direction, heading, text in examples:
         assert direction is not None and heading is not None, text
+        message: InboundMessage | wire.OutboundMessage
         if direction == "inbound":
             message = decode_inbound(text)
         else:

@@ -96,7 +96,7 @@ async def test_concurrent_clients_lose_and_duplicate_nothing(served, http) -> No
         await barrier(last)
     events = journal_events(served)
 
-    entered = defaultdict(int)
+    entered: defaultdict[tuple[str, str], int] = defaultdict(int)
     for event in events:
         if type(event) in (OrderAccepted, OrderRejected) and event.client_order_id:
             entered[(event.member_id, event.client_order_id)] += 1
@@ -125,8 +125,8 @@ async def test_concurrent_clients_lose_and_duplicate_nothing(served, http) -> No
         if not seen:
             continue
         first = min(trade_id for _, trade_id, _ in seen)
-        last = float("inf") if id(session) in still_connected else max(trade_id for _, trade_id, _ in seen)
-        expected = {(o, t) for t, o in member_executions[member_id] if first <= t <= last}
+        last_trade = float("inf") if id(session) in still_connected else max(trade_id for _, trade_id, _ in seen)
+        expected = {(o, t) for t, o in member_executions[member_id] if first <= t <= last_trade}
         assert set(keys_seen) == expected, f"a session of {member_id} missed an execution routed while it was connected"
 
     # Resync as a reconnecting client would: order status of every id; cum_qty must match the journal.
@@ -145,8 +145,8 @@ async def test_concurrent_clients_lose_and_duplicate_nothing(served, http) -> No
                 status = await checker[m].expect("execution_report", "error")
             assert entered[(member_id, client_order_id)] == 1, f"{client_order_id} was lost"
             assert status["type"] == "execution_report"
-            order_id = accepted.get((member_id, client_order_id))
-            fills = [(o, t) for (o, t) in executions if o == order_id]
+            accepted_id = accepted.get((member_id, client_order_id))
+            fills = [(o, t) for (o, t) in executions if o == accepted_id]
             assert status["cum_qty"] == sum(executions[key][1] for key in fills), "order status disagrees with the journal"
             recovered.update(key for key in fills if key not in read_live)
     unaccounted = set(executions) - read_live - recovered

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.asyncio
 FRAMES = 10_000
 CHUNK = 200
 SEED = 20260105
-VALID = [
+VALID: list[dict[str, object]] = [
     {"type": "new_order", "client_order_id": "f-1", "instrument": SYMBOL, "side": "buy", "qty": 10, "price": "58.20"},
     {"type": "new_order", "client_order_id": "f-2", "instrument": SYMBOL, "side": "sell", "qty": 3, "order_type": "market"},
     {"type": "cancel", "instrument": SYMBOL, "order_id": 7},
@@ -31,7 +31,7 @@ VALID = [
     {"type": "heartbeat"},
     {"type": "cancel_after", "seconds": 0},
 ]
-ODD_VALUES = [None, True, -1, 0, 2**64, -(2**63), 1.5, "", "x" * 300, [], {}, "58.2", "1e3", "\u0000", "💥", [1, [2, [3]]]]
+ODD_VALUES: list[object] = [None, True, -1, 0, 2**64, -(2**63), 1.5, "", "x" * 300, [], {}, "58.2", "1e3", "\u0000", "💥", [1, [2, [3]]]]
 
 
 def mutate(rnd: random.Random) -> tuple[bytes, bool]:

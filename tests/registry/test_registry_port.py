@@ -24,7 +24,7 @@ class MemoryKit:
     """Sets up the fake: accounts and holdings straight in."""
 
     def __init__(self) -> None:
-        self.registry: Registry = InMemoryRegistry()
+        self.registry = InMemoryRegistry()
 
     def open(self, account_id: str) -> None:
         self.registry.open_account(account_id)
@@ -50,13 +50,12 @@ class SqlKit:
         self.registry.open_account(account_id, "member_holding", actor="authority", reason="setup")
 
     def give(self, account_id: str, unit: str, qty_t: int) -> None:
-        authority = {"actor": "authority", "reason": "setup"}
         if unit == "CCER":
-            self.registry.register_ccer_project("P-WIND", "renewable_energy", False, **authority)
-            self.registry.issue_ccer("P-WIND", account_id, qty_t, **authority)
+            self.registry.register_ccer_project("P-WIND", "renewable_energy", False, actor="authority", reason="setup")
+            self.registry.issue_ccer("P-WIND", account_id, qty_t, actor="authority", reason="setup")
         else:
-            self.registry.issue(unit, qty_t, **authority)
-            self.registry.allocate(account_id, unit, qty_t, **authority)
+            self.registry.issue(unit, qty_t, actor="authority", reason="setup")
+            self.registry.allocate(account_id, unit, qty_t, actor="authority", reason="setup")
 
     def close(self) -> None:
         assert self.registry.verify() == []

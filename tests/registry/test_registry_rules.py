@@ -9,7 +9,8 @@ from __future__ import annotations
 import itertools
 import threading
 from collections.abc import Callable, Iterator
-from typing import Any
+from functools import partial
+from typing import Any, TypedDict, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -27,9 +28,18 @@ from registry_adapter.sql import (
     WrongAccountType, holdings,
 )
 
+
+class Attribution(TypedDict):
+    """Who does a registry operation and why (its keyword arguments ``actor`` and ``reason``)."""
+
+    actor: str
+    reason: str
+
+
 T0_NS = 1_790_000_000_000_000_000
-AUTHORITY = {"actor": "authority:li", "reason": "measures, article 12"}
-MEMBER = {"actor": "member:M1", "reason": "compliance 2025"}
+AUTHORITY: Attribution = {"actor": "authority:li", "reason": "measures, article 12"}
+MEMBER: Attribution = {"actor": "member:M1", "reason": "compliance 2025"}
+Refusal = TypeVar("Refusal", bound=RegistryError)
 CAP_T = 1_000_000
 RESERVE_LIMIT_T = CAP_T * 5 // 100
 READS = {"holdings", "holdings_detail", "history", "entries_between", "compliance", "compliance_report",
@@ -101,7 +111,7 @@ def tradable(registry: Checked, account_id: str, unit: str) -> int:
     return registry.holdings(account_id).get(unit, 0)
 
 
-def refused(registry: Checked, error: type[RegistryError], operation: Callable[[], Any]) -> RegistryError:
+def refused(registry: Checked, error: type[Refusal], operation: Callable[[], Any]) -> Refusal:
     """The operation is refused with that error and leaves nothing behind."""
     before = state(registry)
     with pytest.raises(error) as caught:
@@ -322,7 +332,7 @@ def test_cancellation_retires_units_for_good(registry: Checked) -> None:
     assert (totals["CEA-2025"].retired_t, totals["CCER"].retired_t) == (100, 50)
     assert registry.holdings("CAN") == {"CEA-2025": 100, "CCER": 50}
     for batch in ([Transfer("t1", "CAN", "M1", "CEA-2025", 1)], [Transfer("t2", "M1", "CAN", "CEA-2025", 1)]):
-        refused(registry, WrongAccountType, lambda batch=batch: registry.apply_transfers(batch, "settlement", "x"))
+        refused(registry, WrongAccountType, partial(registry.apply_transfers, batch, "settlement", "x"))
     refused(registry, WrongAccountType, lambda: registry.cancel("CAN", "CEA-2025", 1, **AUTHORITY))
     refused(registry, UnknownUnit, lambda: registry.cancel("M1", "CEA-25", 1, **MEMBER))
 
@@ -415,7 +425,7 @@ def run_together(*calls: Callable[[], Any]) -> list[str]:
         try:
             call()
             outcomes.append("applied")
-        except Exception as error:  # anything but a clean refusal fails the test below
+        except (RegistryError, sa.exc.SQLAlchemyError) as error:  # anything but a clean refusal fails the test below
             outcomes.append(type(error).__name__)
 
     threads = [threading.Thread(target=run, args=(call,)) for call in calls]

@@ -78,6 +78,7 @@ def test_a_maker_quotes_on_its_side_of_fair_value() -> None:
     rnd = random.Random(3)
     for _ in range(200):
         order = strategies.passive_order(rnd, "maker", "CEA-2025", 5_820, View())
+        assert order.price_fen is not None  # a limit order
         assert (order.price_fen < 5_820) if order.side is Side.BUY else (order.price_fen > 5_820)
 
 
@@ -112,7 +113,8 @@ def test_the_cast_is_seeded_and_the_first_ten_come_in_pairs() -> None:
 
 
 def test_the_strategies_do_no_io() -> None:
-    """Pure: the standard library's random (a generator handed in), the model, nothing else."""
+    """Pure: the standard library's random (a generator handed in), the model, typing helpers
+    (``typing``, ``collections.abc``), nothing else."""
     import ast
 
     source = (ROOT / "exchange" / "sim" / "strategies.py").read_text()
@@ -122,10 +124,10 @@ def test_the_strategies_do_no_io() -> None:
             names |= {alias.name for alias in node.names}
         elif isinstance(node, ast.ImportFrom):
             names.add(node.module or "")
-    assert names <= {"__future__", "random", "dataclasses", "typing", "exchange.model"}
+    assert names <= {"__future__", "random", "dataclasses", "typing", "collections.abc", "exchange.model"}
 
 
-def load_turns(count: int, view: View, seed: int = 13) -> list:
+def load_turns(count: int, view: View, seed: int = 13) -> list[NewOrderIntent | CancelIntent[Order]]:
     rnd = random.Random(seed)
     member = Member("L8x000", "load", ["CEA-2025"], {"CEA-2025": 5_820})
     return [strategies.load_turn(rnd, member, view) for _ in range(count)]
@@ -142,7 +144,7 @@ def test_the_load_mix_has_the_baseline_shape() -> None:
     assert 0.18 <= len(cancels) / len(intents) <= 0.22
     assert all(c.order is oldest and c.symbol == "CEA-2025" for c in cancels)
     assert {o.qty_t for o in orders} == set(range(1, 11))
-    assert {o.price_fen - 5_820 for o in orders} == set(range(-5, 6))
+    assert {o.price_fen for o in orders} == {5_820 + ticks for ticks in range(-5, 6)}
     assert all(o.order_type is OrderType.LIMIT and o.tif is TimeInForce.DAY and not o.deliberately_bad for o in orders)
     assert all(o.symbol == "CEA-2025" for o in orders)
     buys = sum(o.side is Side.BUY for o in orders) / len(orders)
@@ -160,7 +162,7 @@ def test_the_load_mix_draws_as_the_baseline_generator_did() -> None:
     (``bench/gateway_load.py``: roll, side, price index over +-5 ticks, quantity)."""
     seed, resting = 20250602 * 1_000, [Order(7, 5_818, 4)]
     old = random.Random(seed)
-    expected = []
+    expected: list[tuple[str, int] | tuple[Side, int | None, int]] = []
     for _ in range(2_000):
         roll = old.random()
         if roll < 0.2:
@@ -169,6 +171,11 @@ def test_the_load_mix_draws_as_the_baseline_generator_did() -> None:
         side = Side.BUY if old.random() < 0.5 else Side.SELL
         price = 5_820 - 5 + old.randrange(11)
         expected.append((side, price, old.randint(1, 10)))
-    got = [("cancel", i.order.order_id) if isinstance(i, CancelIntent) else (i.side, i.price_fen, i.qty_t)
-           for i in load_turns(2_000, View(resting), seed)]
+    got: list[tuple[str, int] | tuple[Side, int | None, int]] = []
+    for i in load_turns(2_000, View(resting), seed):
+        if isinstance(i, CancelIntent):
+            assert i.order is not None  # the load mix cancels only its own open orders
+            got.append(("cancel", i.order.order_id))
+        else:
+            got.append((i.side, i.price_fen, i.qty_t))
     assert got == expected
