@@ -47,7 +47,7 @@ def main() -> int:
         subprocess.run([*pip, "--no-deps", "-e", str(ROOT)], check=True)
         subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"], check=True)
         print("lowest runtime dependencies:", " ".join(runtime), flush=True)
-        return subprocess.run([str(python), "-m", "pytest", "-q", "-p", "no:cacheprovider", *SMOKE], cwd=ROOT).returncode
+        return subprocess.run([str(python), "-m", "pytest", "-p", "no:cacheprovider", *SMOKE], cwd=ROOT).returncode
 
 
 if __name__ == "__main__":
