@@ -14,8 +14,9 @@ from __future__ import annotations
 import json
 import statistics
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import TextIO
 
 SIZES = ("full", "small")
 
@@ -47,7 +48,7 @@ class Context:
     runs_override: int | None = None
     results: list[Measurement] = field(default_factory=list)
     cache: dict = field(default_factory=dict)  # e.g. generated workloads, shared between benches
-    out: object = sys.stdout
+    out: TextIO = sys.stdout
 
     @property
     def small(self) -> bool:

@@ -55,15 +55,16 @@ class ExchangeService:
     # -- reads ---------------------------------------------------------------------------------
 
     def member_accounts(self) -> list[MemberAccount]:
-        accounts = self.exchange.core.risk.state().accounts
-        return [
-            MemberAccount(
+        accounts = self.exchange.core.risk.state().accounts  # the members' only, not the house's
+        members = []
+        for a in sorted(accounts, key=lambda account: account.member_id):
+            assert a.kind is not None  # only a house account has no member kind
+            members.append(MemberAccount(
                 a.member_id, a.kind, a.status, a.killed, a.cash_available_fen, a.cash_reserved_fen,
                 a.cash_pending_fen, a.cash_obligation_fen, a.open_orders, a.position_t,
                 [HoldingBalance(symbol, h.available_t, h.reserved_t, h.locked_t, h.obligation_t) for symbol, h in a.holdings],
-            )
-            for a in sorted(accounts, key=lambda account: account.member_id)
-        ]
+            ))
+        return members
 
     def state_summary(self) -> StateSummary:
         engine, core = self.exchange.engine, self.exchange.core

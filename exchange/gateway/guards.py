@@ -26,7 +26,7 @@ Decisions:
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import msgspec
 

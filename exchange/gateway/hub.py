@@ -74,7 +74,8 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Protocol
+from typing import Any, Protocol
+from collections.abc import Callable, Iterable
 
 from exchange.config import Config
 from exchange.gateway.guards import UNGUARDED, SessionGuards, effective_guard

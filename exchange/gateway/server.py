@@ -23,7 +23,7 @@ import logging
 import os
 import secrets
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 from aiohttp import web

@@ -21,7 +21,7 @@ All five are in memory and snapshotted (their state travels in the engine's snap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 from exchange.gateway.guards import SessionGuards
 from exchange.gateway.member.market_data import DEFAULT_LEVELS, MarketData
@@ -39,7 +39,7 @@ class GatewayViews:
     guards: SessionGuards = field(default_factory=SessionGuards)
 
     @classmethod
-    def build(cls, symbols: Sequence[str], levels: int = DEFAULT_LEVELS, max_alerts: int = MAX_ALERTS) -> "GatewayViews":
+    def build(cls, symbols: Sequence[str], levels: int = DEFAULT_LEVELS, max_alerts: int = MAX_ALERTS) -> GatewayViews:
         return cls(OrderTracker(), MarketData(symbols, levels), Alerts(max_alerts), Metrics(), SessionGuards())
 
     def projections(self) -> list:

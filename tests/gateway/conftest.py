@@ -17,7 +17,6 @@ from pathlib import Path
 
 import aiohttp
 import msgspec
-import pytest
 import pytest_asyncio
 
 from exchange.config import Config, EngineConfig, LimitsConfig, RiskConfig
@@ -134,7 +133,7 @@ class Member:
     gaps: list[tuple[int, int]] = field(default_factory=list)
 
     @classmethod
-    async def connect(cls, http: aiohttp.ClientSession, url: str) -> "Member":
+    async def connect(cls, http: aiohttp.ClientSession, url: str) -> Member:
         return cls(await http.ws_connect(url, autoping=True, max_msg_size=0))
 
     async def logon(self, key_id: str, secret: bytes, **options) -> dict:
@@ -170,11 +169,11 @@ class Member:
 
     async def drain(self, quiet_s: float = 0.2) -> list[dict]:
         """Everything that arrives until nothing has for ``quiet_s``."""
-        got = []
+        got: list[dict] = []
         while True:
             try:
                 message = await self.receive(quiet_s)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 return got
             if message is None:
                 return got

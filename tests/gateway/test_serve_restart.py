@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import re
 import signal
 import subprocess
@@ -19,7 +18,7 @@ import pytest
 from exchange.app import build_core
 from exchange.config import Config
 from exchange.engine import FileJournal, decode_command
-from tests.gateway.conftest import DAY, Member, logon_frame, order
+from tests.gateway.conftest import DAY, Member, order
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -31,6 +30,7 @@ async def start_serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
          "--port", "0", "--data-dir", str(data_dir)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
+    assert process.stdout is not None  # stdout=PIPE
     line = await asyncio.to_thread(process.stdout.readline)
     match = re.search(r"serving on (http://\S+) ", line)
     assert match, f"no URL in {line!r}"

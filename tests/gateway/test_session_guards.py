@@ -45,12 +45,13 @@ class Serve:
         self.process, self.url, self.start_seq = process, url, start_seq
 
     @classmethod
-    async def start(cls, data_dir: Path, *options: str) -> "Serve":
+    async def start(cls, data_dir: Path, *options: str) -> Serve:
         process = subprocess.Popen(
             [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
              "--port", "0", "--data-dir", str(data_dir), *options],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
+        assert process.stdout is not None  # stdout=PIPE
         line = await asyncio.to_thread(process.stdout.readline)
         match = re.search(r"serving on (http://\S+) .*state at seq (\d+)", line)
         if not match:
@@ -352,7 +353,7 @@ async def test_only_a_change_of_the_guard_is_journalled(served, http) -> None:
     await settled(served, first)
     for left, session in enumerate((third, first, second), 1):  # sessions asking for it stay live
         await session.close()
-        await wait_until(lambda: _count(served, "M1", 3 - left), "a session to be gone")
+        await wait_until(lambda left=left: _count(served, "M1", 3 - left), "a session to be gone")
     again = await logged_on(http, served, key, cancel_on_disconnect=True)  # after the last closed: the same
     m2 = await logged_on(http, served, quiet, cancel_on_disconnect=False)  # never guarded: nothing to say
     await settled(served, again)

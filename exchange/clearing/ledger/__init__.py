@@ -42,7 +42,7 @@ per database: locking, reading, writing, concurrency) and ``audit.py`` (``verify
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite

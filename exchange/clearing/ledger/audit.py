@@ -3,7 +3,7 @@ with the ledger's invariants (see the package docstring)."""
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import sqlalchemy as sa
 

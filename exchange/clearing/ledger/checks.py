@@ -17,6 +17,7 @@ def check_operation(operation: Operation) -> None:
     """Refuse a malformed operation before the database is touched."""
     kind = type(operation)
     if kind is Transfer:
+        assert isinstance(operation, Transfer)  # for mypy, which does not narrow through ``kind``
         check_transfer(operation)
     elif kind is PostPending or kind is VoidPending:
         check_id(operation.transfer_id)

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from typing import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 
 import sqlalchemy as sa
 
@@ -175,15 +175,17 @@ class PostgresStore:
         names = {self.state_sql: ("states", "ids"), self.balance_sql: ("dp", "cp", "dpe", "cpe", "ids")}
         for sql, rows in ((self.state_sql, plan.state_rows()), (self.balance_sql, plan.balance_rows())):
             for start in range(0, len(rows), PG_CHUNK_ROWS):
-                columns = zip(*rows[start : start + PG_CHUNK_ROWS])
-                connection.execute(sql, dict(zip(names[sql], (list(c) for c in columns))))
+                columns = zip(*rows[start : start + PG_CHUNK_ROWS], strict=True)  # every row has one value a column
+                connection.execute(sql, dict(zip(names[sql], (list(c) for c in columns), strict=True)))
 
     def copy_transfers(self, connection: sa.Connection, rows: list[tuple]) -> None:
         """COPY, in the batch's transaction, through the psycopg connection SQLAlchemy holds:
         four times as fast as the fastest INSERT (unnest of arrays), ten times executemany."""
         if not rows:
             return
-        with connection.connection.driver_connection.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
+        driver_connection = connection.connection.driver_connection
+        assert driver_connection is not None  # a connection in use holds its psycopg connection
+        with driver_connection.cursor() as cursor, cursor.copy(self.copy_sql) as copy:
             for row in rows:
                 copy.write_row(row)
 

@@ -39,7 +39,7 @@ import hmac
 import heapq
 import secrets
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import msgspec
 
@@ -142,7 +142,7 @@ class CredentialStore:
 
 
 def string_to_sign(key_id: str, timestamp_ms: int, nonce: str) -> bytes:
-    return f"{key_id}\n{timestamp_ms}\n{nonce}".encode("utf-8")
+    return f"{key_id}\n{timestamp_ms}\n{nonce}".encode()
 
 
 def logon_mac(secret: bytes, key_id: str, timestamp_ms: int, nonce: str) -> bytes:

@@ -42,7 +42,8 @@ Decisions:
 from __future__ import annotations
 
 import bisect
-from typing import Iterable, NamedTuple, Sequence
+from typing import NamedTuple
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -207,7 +208,7 @@ class Depth:
             entry = changes.get(instrument)
             if entry is None:
                 entry = changes[instrument] = LevelChanges([], [])
-            (entry.bids if side == Side.BUY else entry.asks).append((price, *after))  # type: ignore[arg-type]
+            (entry.bids if side == Side.BUY else entry.asks).append((price, *after))
         self._before = {}
         for entry in changes.values():
             entry.bids.sort(reverse=True)
@@ -216,11 +217,11 @@ class Depth:
 
     # -- snapshots -----------------------------------------------------------------------------
 
-    def resting(self) -> list[tuple[int, "_Resting"]]:
+    def resting(self) -> list[tuple[int, _Resting]]:
         """Every resting order, by exchange id (for a snapshot)."""
         return sorted(self._resting.items())
 
-    def load(self, resting: Iterable[tuple[int, "_Resting"]]) -> None:
+    def load(self, resting: Iterable[tuple[int, _Resting]]) -> None:
         """Rebuild the levels from the resting orders (an empty depth; after a restore)."""
         assert not self._resting
         for order_id, order in resting:

@@ -46,6 +46,7 @@ import secrets
 import time
 from collections import deque
 
+import msgspec
 from aiohttp import WSMsgType, web
 
 from exchange.gateway.hub import Hub, HubStopped
@@ -76,7 +77,15 @@ log = logging.getLogger("exchange.gateway.member.session")
 
 HARD_FRAME_LIMIT = 4 * wire.MAX_FRAME_BYTES  # aiohttp's max_msg_size: beyond it, close (1009)
 CLOSE_GRACE_S = 2.0  # for the last messages to leave before the connection is aborted
-_TAGS = {cls: cls.__struct_config__.tag for cls in (  # message class -> its "type"
+
+
+def _tag(cls: type[msgspec.Struct]) -> str:
+    tag = cls.__struct_config__.tag
+    assert isinstance(tag, str), cls  # every inbound message is tagged with its "type" name
+    return tag
+
+
+_TAGS = {cls: _tag(cls) for cls in (  # message class -> its "type"
     Logon, NewOrder, CancelRequest, AmendRequest, MassCancelRequest, OrderStatusRequest,
     Subscribe, Unsubscribe, Heartbeat, CancelAfter)}
 
@@ -136,7 +145,7 @@ class Session:
     async def _wait_writer(self, writer: asyncio.Task) -> None:
         try:
             await asyncio.wait_for(asyncio.shield(writer), CLOSE_GRACE_S)
-        except (asyncio.TimeoutError, asyncio.CancelledError):
+        except (TimeoutError, asyncio.CancelledError):
             writer.cancel()
             self._abort()
         except Exception:  # noqa: BLE001

@@ -99,7 +99,7 @@ class WireError(Exception):
         self.field = field
         self.problem = problem
 
-    def to_message(self) -> "Error":
+    def to_message(self) -> Error:
         return Error(int(self.code), self.field, self.problem)
 
 

@@ -31,7 +31,8 @@ from __future__ import annotations
 import hmac
 import logging
 import re
-from typing import Annotated, Any, Awaitable, Callable, Literal
+from typing import Annotated, Any, Literal
+from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import bisect
 from collections import Counter
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import msgspec
 
@@ -46,7 +46,7 @@ class Histogram:
 
     def lines(self, name: str) -> list[str]:
         out, running = [], 0
-        for bound, count in zip((*self.buckets, None), self.counts):
+        for bound, count in zip((*self.buckets, None), self.counts, strict=True):
             running += count
             label = "+Inf" if bound is None else repr(bound)
             out.append(f'{name}_bucket{{le="{label}"}} {running}')

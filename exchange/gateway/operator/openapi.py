@@ -11,7 +11,8 @@ description, the decoder and the authorization cannot drift apart.
 from __future__ import annotations
 
 import re
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 import msgspec
 
@@ -30,7 +31,7 @@ def build_openapi(routes: Sequence[tuple], error_body: type) -> dict[str, Any]:
     for _, _, _, body, response, _ in routes:
         types.extend(t for t in (body, response) if t is not None)
     schemas, components = msgspec.json.schema_components(types, ref_template=REF)
-    by_type = dict(zip(types, schemas))
+    by_type = dict(zip(types, schemas, strict=True))
     paths: dict[str, dict] = {}
     for method, path, _, body, response, summary in routes:
         paths.setdefault(path, {})[method.lower()] = _operation(method, path, body, response, summary, by_type, error_body.__name__)
