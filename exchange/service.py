@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from exchange.app import Exchange
+from exchange.app import Clearing, Exchange
 from exchange.gateway.port import (
     HoldingBalance, MemberAccount, RegistryRefusal, StateSummary, TradeRecord,
 )
@@ -96,7 +96,7 @@ class ExchangeService:
                 return RegistryRefusal(member_id, str(error))
         return None
 
-    def _clearing(self):
+    def _clearing(self) -> Clearing:
         clearing = self.exchange.clearing
         assert clearing is not None, "the exchange was opened without its clearing side"
         return clearing
@@ -104,13 +104,10 @@ class ExchangeService:
 
 def _trade_record(row: Any) -> TradeRecord:
     """A stored trade as the port gives it (the store names the parties ``buyer``/``seller``
-    and what the trade came from ``buy_source``/``sell_source``; older stores
-    ``buy_member_id``/``buy_order_id``)."""
-    get = row.get
-    aggressor = get("aggressor")
+    and what each side's hold backed ``buy_source``/``sell_source``)."""
+    aggressor = row["aggressor"]
     return TradeRecord(
         row["trade_id"], row["trading_day"], row["instrument"], row["price_fen"], row["qty_t"],
         None if aggressor is None else int(aggressor),
-        get("buyer", get("buy_member_id")), get("buy_source", get("buy_order_id")),
-        get("seller", get("sell_member_id")), get("sell_source", get("sell_order_id")), row["seq"],
+        row["buyer"], row["buy_source"], row["seller"], row["sell_source"], row["seq"],
     )
