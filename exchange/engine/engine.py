@@ -172,11 +172,11 @@ class Engine:
         if ts_ns < self.last_ts_ns:  # the journal's time never runs backwards
             ts_ns = self.last_ts_ns
         self.last_ts_ns = ts_ns
-        self.journal.append(seq, ts_ns, _command_encoder.encode(command))
-        events = core.apply(seq, ts_ns, command)
+        durable = self.journal.append(seq, ts_ns, _command_encoder.encode(command))
+        events = core.apply(seq, ts_ns, command)  # first: the record takes the day it leaves
         applied = Applied(seq, ts_ns, core.trading_day, command, events)
         self._undelivered.append(applied)
-        if self.journal.durable_seq == seq:  # the journal committed a batch by itself
+        if durable:  # the journal committed a batch by itself
             self._deliver()
         if seq >= self._next_housekeeping_seq:
             self._housekeeping(seq)
@@ -298,5 +298,6 @@ def replay_applied(core: ExchangeCore, records: Iterator[JournalRecord]) -> Iter
 
 def replay(core: ExchangeCore, records: Iterator[JournalRecord]) -> Iterator[tuple[int, int, list[Event]]]:
     """Apply journal records to ``core`` in order, yielding each command's events."""
-    for applied in replay_applied(core, records):
-        yield applied.seq, applied.ts_ns, applied.events
+    apply, decode = core.apply, _command_decoder.decode
+    for record in records:
+        yield record.seq, record.ts_ns, apply(record.seq, record.ts_ns, decode(record.payload))

@@ -156,7 +156,9 @@ class JournalCorrupted(JournalError):
 class Journal(Protocol):
     """The seam where a replicated log (NATS JetStream, Kafka) replaces the local file."""
 
-    def append(self, seq: int, ts_ns: int, payload: bytes) -> None: ...
+    def append(self, seq: int, ts_ns: int, payload: bytes) -> bool:
+        """Buffer one record; True when that made the journal durable up to it."""
+        ...
 
     def flush(self) -> None: ...
 
@@ -210,7 +212,9 @@ class _Writer:
         self, seq: int, ts_ns: int, payload: bytes,
         _pack: Callable[[int, int, int], bytes] = _RECORD_FIELDS.pack, _u32: Callable[[int], bytes] = _U32.pack,
         _crc: Callable[..., int] = _crc32,
-    ) -> None:
+    ) -> bool:
+        """Buffer one record; True when this append made the journal durable up to ``seq``
+        (a batch committed by itself), so the caller may hand the records on."""
         assert seq == self._last_seq + 1, f"journal seq {seq} does not follow {self._last_seq}"
         # Everything that can raise (negative ts, payload not bytes) runs before the buffer is
         # touched, so a refused append leaves the journal as it was.
@@ -224,6 +228,8 @@ class _Writer:
         self._last_seq = seq
         if seq >= self._batch_end or len(buf) >= self._buffer_bytes:
             self._commit(sync=seq >= self._batch_end)
+            return self._durable_seq == seq
+        return False
 
     def flush(self) -> None:
         """Hand buffered records to the OS; fsync unless the policy is NEVER."""
