@@ -196,3 +196,21 @@ async def logged_on(http: aiohttp.ClientSession, served: Served, key: tuple[str,
 def order(client_order_id: str, side: str, qty: int, price: str, **extra) -> dict:
     return {"type": "new_order", "client_order_id": client_order_id, "instrument": SYMBOL,
             "side": side, "qty": qty, "price": price, **extra}
+
+
+# -- helpers for tests that drive a real `exchange serve` over HTTP ---------------------------------
+
+
+async def call(http: aiohttp.ClientSession, url: str, token: str, method: str, path: str, body: dict | None = None):
+    async with http.request(method, url + path, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
+        payload = await response.json()
+        assert response.status in (200, 201), (path, response.status, payload)
+        return payload
+
+
+def open_registry_account(data_dir: Path, member_id: str) -> None:
+    from registry_adapter.sql import SqlRegistry
+
+    registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
+    registry.open_account(member_id, "member_holding", actor="test", reason="a new member")
+    registry.close()

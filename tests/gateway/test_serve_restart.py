@@ -18,7 +18,7 @@ import pytest
 from exchange.app import build_core
 from exchange.config import Config
 from exchange.engine import FileJournal, decode_command
-from tests.gateway.conftest import DAY, Member, order
+from tests.gateway.conftest import DAY, Member, call, open_registry_account, order
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -35,21 +35,6 @@ async def start_serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
     match = re.search(r"serving on (http://\S+) ", line)
     assert match, f"no URL in {line!r}"
     return process, match[1]
-
-
-async def call(http: aiohttp.ClientSession, url: str, token: str, method: str, path: str, body: dict | None = None):
-    async with http.request(method, url + path, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
-        payload = await response.json()
-        assert response.status in (200, 201), (path, response.status, payload)
-        return payload
-
-
-def open_registry_account(data_dir: Path, member_id: str) -> None:
-    from registry_adapter.sql import SqlRegistry
-
-    registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
-    registry.open_account(member_id, "member_holding", actor="test", reason="a new member")
-    registry.close()
 
 
 def replayed_hash(data_dir: Path) -> tuple[int, str]:

@@ -28,7 +28,9 @@ from exchange.model.commands import MassCancel, SetSessionGuard
 from exchange.model.events import OrderCancelled, SessionGuardSet
 from exchange.model.stream import Applied
 from exchange.serve import compose
-from tests.gateway.conftest import DAY, Member, fast_config, logged_on, order, start_served, stop_served
+from tests.gateway.conftest import (
+    DAY, Member, call, fast_config, logged_on, open_registry_account, order, start_served, stop_served,
+)
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,21 +74,6 @@ class Serve:
         if self.process.poll() is None:
             self.process.kill()
             self.process.wait()
-
-
-async def call(http: aiohttp.ClientSession, url: str, token: str, method: str, path: str, body: dict | None = None):
-    async with http.request(method, url + path, json=body, headers={"Authorization": f"Bearer {token}"}) as response:
-        payload = await response.json()
-        assert response.status in (200, 201), (path, response.status, payload)
-        return payload
-
-
-def open_registry_account(data_dir: Path, member_id: str) -> None:
-    from registry_adapter.sql import SqlRegistry
-
-    registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
-    registry.open_account(member_id, "member_holding", actor="test", reason="a new member")
-    registry.close()
 
 
 async def open_market(http: aiohttp.ClientSession, serve: Serve, data_dir: Path, member_id: str) -> tuple[str, bytes]:
