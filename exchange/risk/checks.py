@@ -29,7 +29,7 @@ from exchange.model.enums import CommandName, MemberStatus, Side, TradingPhase
 from exchange.model.events import CommandRejected, Event, RiskLimitsChanged
 from exchange.model.rejects import RejectReason
 from exchange.risk.accounts import Account
-from exchange.risk.holds import Ledger
+from exchange.risk.holds import Ledger, allowance_shortfall
 from exchange.risk.limits import LIMIT_MAXIMA, NANO, RiskLimits, take_token
 from exchange.risk.market import MarketState
 
@@ -106,7 +106,7 @@ class PreTradeChecks:
             if account.position_t + qty > account.position_limit_t and self.positioned.get(cmd.instrument):
                 return R.POSITION_LIMIT
             return None
-        return self._check_sell(account, cmd.instrument, qty)
+        return allowance_shortfall(account, cmd.instrument, qty)
 
     def check_amend(
         self, ts_ns: int, cmd: AmendOrder, before: tuple[Side, int, int] | None, book: OrderValidator
@@ -131,7 +131,7 @@ class PreTradeChecks:
         if side == BUY:
             extra_t = cmd.qty_t - qty if self.positioned.get(cmd.instrument) else 0
             return self._check_buy(account, cmd.price_fen * cmd.qty_t - price * qty, extra_t)
-        return self._check_sell(account, cmd.instrument, cmd.qty_t - qty)
+        return allowance_shortfall(account, cmd.instrument, cmd.qty_t - qty)
 
     def _check_access(
         self, ts_ns: int, account: Account, symbol: str, status_checked: bool = False
@@ -159,16 +159,6 @@ class PreTradeChecks:
         if qty > 0 and account.position_t + qty > account.position_limit_t:
             return R.POSITION_LIMIT
         return None
-
-    @staticmethod
-    def _check_sell(account: Account, symbol: str, qty: int) -> RejectReason | None:
-        holding = account.holdings.get(symbol)
-        available = holding.available_t if holding is not None else 0
-        if qty <= available:
-            return None
-        if holding is not None and qty <= available + holding.locked_t:
-            return R.ALLOWANCES_NOT_YET_SELLABLE
-        return R.INSUFFICIENT_ALLOWANCES
 
     # -- limits ---------------------------------------------------------------------------
 

@@ -192,10 +192,16 @@ class Ledger:
             return RejectReason.AMOUNT_NOT_POSITIVE
         if asset == CASH:
             return None if amount <= account.cash_available_fen else RejectReason.INSUFFICIENT_FUNDS
-        holding = account.holdings.get(asset)
-        available = holding.available_t if holding is not None else 0
-        if amount <= available:
-            return None
-        if holding is not None and amount <= available + holding.locked_t:
-            return RejectReason.ALLOWANCES_NOT_YET_SELLABLE
-        return RejectReason.INSUFFICIENT_ALLOWANCES
+        return allowance_shortfall(account, asset, amount)
+
+
+def allowance_shortfall(account: Account, symbol: str, qty: int) -> RejectReason | None:
+    """Why ``qty`` tonnes of ``symbol`` cannot be held (sold, offered) now, or None: allowances
+    still inside the holding period are owned but not yet sellable (T+1)."""
+    holding = account.holdings.get(symbol)
+    available = holding.available_t if holding is not None else 0
+    if qty <= available:
+        return None
+    if holding is not None and qty <= available + holding.locked_t:
+        return RejectReason.ALLOWANCES_NOT_YET_SELLABLE
+    return RejectReason.INSUFFICIENT_ALLOWANCES
