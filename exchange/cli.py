@@ -23,6 +23,7 @@ from pathlib import Path
 from exchange.app import Exchange, open_engine
 from exchange.clearing.settlement import SettlementReport, SettlementStopped
 from exchange.config import ConfigError, load_config
+from exchange.engine import ProjectionAhead
 from exchange.model.units import format_fen
 from exchange.serve import add_serve_command
 from exchange.sim.in_process import SimulatedClock, Simulation, SimulationSummary, describe_rejects
@@ -69,7 +70,11 @@ def settle(args: argparse.Namespace) -> int:
     if not (data_dir / "commands.journal").exists():
         print(f"error: {data_dir} holds no exchange (no commands.journal)", file=sys.stderr)
         return 2
-    exchange = Exchange.open(config, data_dir, time.time_ns, clearing_url=args.clearing_db)
+    try:
+        exchange = Exchange.open(config, data_dir, time.time_ns, clearing_url=args.clearing_db)
+    except ProjectionAhead as error:
+        print(f"cannot open the exchange: {error}", file=sys.stderr)
+        return 2
     try:
         report = exchange.settle(args.date)
     except SettlementStopped as stop:

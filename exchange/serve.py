@@ -39,6 +39,7 @@ from collections.abc import Callable
 
 from exchange.app import Exchange
 from exchange.config import Config, ConfigError, load_config
+from exchange.engine import ProjectionAhead
 from exchange.gateway.hub import DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S, Hub
 from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
 from exchange.gateway.views import GatewayViews
@@ -129,6 +130,9 @@ def serve(args: argparse.Namespace) -> int:
         return asyncio.run(run(args))
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    except ProjectionAhead as error:
+        print(f"cannot start: {error}", file=sys.stderr)
         return 2
 
 

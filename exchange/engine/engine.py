@@ -56,6 +56,7 @@ import msgspec
 from exchange.engine.core import ExchangeCore, decode_state, encode_state
 from exchange.engine.journal import Journal, JournalRecord
 from exchange.engine.snapshot import Snapshot, list_snapshots, prune_snapshots, write_snapshot
+from exchange.engine.stream import parts_of
 from exchange.model.stream import Applied, Projection, SnapshottedProjection
 from exchange.model.commands import Command, EndDay
 from exchange.model.events import Event
@@ -239,9 +240,9 @@ class Engine:
         business (see the module docstring for which snapshot and which records). The
         options are the constructor's."""
         durable = [p for p in projections if not isinstance(p, SnapshottedProjection)]
-        for projection in durable:
-            if projection.last_seq > journal.last_seq:
-                raise ProjectionAhead(projection.name, projection.last_seq, journal.last_seq)
+        for part in (part for projection in durable for part in parts_of(projection)):
+            if part.last_seq > journal.last_seq:
+                raise ProjectionAhead(part.name, part.last_seq, journal.last_seq)
         needed = min((p.last_seq for p in durable), default=journal.last_seq)
         views = {p.name: p for p in projections if isinstance(p, SnapshottedProjection)}
         snap, body = _usable_snapshot(snapshot_dir, min(needed, journal.last_seq), sorted(views))

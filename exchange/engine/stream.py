@@ -78,6 +78,10 @@ class ProjectionWorker:
     def last_seq(self) -> int:
         return self.projection.last_seq
 
+    def parts(self) -> list[Projection]:
+        """The projection it runs, or that projection's own parts."""
+        return parts_of(self.projection)
+
     def apply(self, applied: Applied) -> None:
         self._raise_failure()
         self._queue.put(applied)
@@ -155,6 +159,10 @@ class ProjectionGroup:
     def last_seq(self) -> int:
         return min(p.last_seq for p in self.projections)
 
+    def parts(self) -> list[Projection]:
+        """The member projections, each with its own position (recovery checks each)."""
+        return list(self.projections)
+
     def apply(self, applied: Applied) -> None:
         for projection in self.projections:
             if projection.last_seq < applied.seq:
@@ -163,3 +171,11 @@ class ProjectionGroup:
     def flush(self) -> None:
         for projection in self.projections:
             projection.flush()
+
+
+def parts_of(projection: Projection) -> list[Projection]:
+    """The projections with their own positions inside ``projection`` (itself, when it is no
+    worker or group): a group's position is its lowest member's, so only its members can show
+    one that is ahead of the journal."""
+    parts = getattr(projection, "parts", None)
+    return parts() if parts is not None else [projection]

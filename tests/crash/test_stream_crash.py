@@ -136,3 +136,23 @@ def test_a_crash_image_taken_after_a_store_commit_never_has_the_store_ahead(tmp_
     shutil.copytree(live, tmp_path / "image")
     exchange.close()
     assert check_stores_follow_the_journal(tmp_path / "image") == 2
+
+
+def test_a_store_ahead_of_the_journal_is_one_line_for_the_operator(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """The journal lost its tail (an OS crash with fsync off): settle refuses with one line
+    naming the store and both positions, no traceback."""
+    import sqlalchemy as sa
+
+    from exchange.cli import main
+    from exchange.clearing.stream_positions import write_position
+
+    exchange = Exchange.open(Config(), tmp_path, time.time_ns)
+    exchange.execute(RegisterMember("A", MemberKind.VOLUNTARY))
+    exchange.close()
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'clearing.db'}")
+    with engine.begin() as connection:
+        write_position(connection, "trades", 50)
+    engine.dispose()
+    assert main(["settle", "--date", DAY, "--data-dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "the trades store has applied up to journal sequence 50" in err and "Traceback" not in err
