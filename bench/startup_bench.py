@@ -8,6 +8,11 @@ gateway.startup              a 1,000,000-command journal with a snapshot 1,000 c
                              before its end (50,000 at --size small)
 gateway.startup.short        a 10,000-command journal, snapshot 1,000 before its end: should
                              be close to gateway.startup
+gateway.startup.history      a journal as long as gateway.startup's whose last 10,000 commands
+                             are a second trading day: the live state (today's orders, which
+                             the order tracker keeps for order status) is gateway.startup.short's,
+                             the history 1,000,000 commands. Start-up should match .short: what
+                             still grows is the day's state, not the journal
 gateway.startup.no_snapshot  the long journal with its snapshot hidden: replay from seq 1
 gateway.startup.baseline     the code before the redesign (``EXCHANGE_BENCH_BASE``, default
 gateway.startup.baseline.short   /work/base) on data it built itself from the same commands:
@@ -80,13 +85,14 @@ def _scratch(ctx: Context) -> Path:
     return Path(ctx.cache[key].name)
 
 
-def _data_dir(ctx: Context, tree: Path, label: str, commands: int) -> tuple[Path, dict]:
+def _data_dir(ctx: Context, tree: Path, label: str, commands: int, last_day: int = 0) -> tuple[Path, dict]:
     """A data directory holding ``commands`` journalled commands and a snapshot ``TAIL``
-    before the end, built by ``tree``'s code (once per invocation)."""
-    key = ("startup-data", str(tree), commands, ctx.seed)
+    before the end, built by ``tree``'s code (once per invocation); with ``last_day``, the last
+    so many commands are a second trading day."""
+    key = ("startup-data", str(tree), commands, last_day, ctx.seed)
     if key not in ctx.cache:
-        path = _scratch(ctx) / f"{label}-{commands}"
-        info = _child(tree, "build", path, commands, commands - TAIL, ctx.seed)
+        path = _scratch(ctx) / f"{label}-{commands}-{last_day}"
+        info = _child(tree, "build", path, commands, commands - TAIL, ctx.seed, commands - last_day if last_day else 0)
         ctx.note(
             f"built {label} data ({tree}): {info['commands']:,} commands, snapshot at seq {info['snapshot_seq']:,} "
             f"({info['snapshot_bytes'] / 1e6:.1f} MB), journal {info['journal_bytes'] / 1e6:.1f} MB, "
@@ -150,6 +156,11 @@ def gateway_startup(ctx: Context) -> None:
     ctx.report("gateway.startup.short", "journal_commands", SHORT, "commands")
     ctx.report("gateway.startup", "long_over_short", round(long_s / short_s, 2), "ratio", runs=runs, stat="median")
 
+    history_dir, _ = _data_dir(ctx, MAIN_ROOT, "main", long_n, last_day=SHORT)
+    history_s = _report(ctx, "gateway.startup.history", _starts(
+        ctx, MAIN_ROOT, history_dir, runs, f"{long_n:,} commands, the last {SHORT:,} a new day, + snapshot", long_n, long_n - TAIL))
+    ctx.report("gateway.startup.history", "history_over_short", round(history_s / short_s, 2), "ratio", runs=runs, stat="median")
+
     snapshots, hidden = long_dir / "snapshots", long_dir / "snapshots.hidden"
     snapshots.rename(hidden)
     try:
@@ -198,10 +209,10 @@ def _has_compose() -> bool:
     return hasattr(exchange.serve, "compose")
 
 
-def _build(data_dir: Path, commands: int, snapshot_at: int, seed: int) -> dict:
+def _build(data_dir: Path, commands: int, snapshot_at: int, seed: int, second_day_at: int = 0) -> dict:
     from bench.workload import INSTRUMENT, MEMBERS, SHAPES, TRADING_DAY, generate, member_ids
     from exchange.model import (
-        CancelOrder, Deposit, LoadHolding, MemberKind, RegisterMember, SetTradingPhase, StartDay, SubmitOrder,
+        CancelOrder, Deposit, EndDay, LoadHolding, MemberKind, RegisterMember, SetTradingPhase, StartDay, SubmitOrder,
         TradingPhase,
     )
 
@@ -215,8 +226,9 @@ def _build(data_dir: Path, commands: int, snapshot_at: int, seed: int) -> dict:
     head += [LoadHolding(member, INSTRUMENT.symbol, 10**9) for member in members]
     head.append(SetTradingPhase(TradingPhase.CONTINUOUS))
     resting = SHAPES["normal"].resting
-    n_ops = commands - len(head) - resting
-    assert n_ops > 0 and len(head) < snapshot_at < commands
+    next_day: list = [EndDay(), StartDay(_day_after(TRADING_DAY)), SetTradingPhase(TradingPhase.CONTINUOUS)]
+    n_ops = commands - len(head) - resting - (len(next_day) if second_day_at else 0)
+    assert n_ops > 0 and len(head) < snapshot_at < commands and second_day_at < snapshot_at
     wl = generate("normal", n_ops, seed)
 
     if _has_compose():
@@ -246,14 +258,23 @@ def _build(data_dir: Path, commands: int, snapshot_at: int, seed: int) -> dict:
                 engine_id[order_id] = engine.last_seq
             if engine.last_seq == snapshot_at:
                 snapshot_path = engine.snapshot()
+            if second_day_at and engine.last_seq == second_day_at:
+                for day_command in next_day:  # a new day: yesterday's day orders expire
+                    execute(day_command)
     last_seq = engine.last_seq
     close()
     assert last_seq == commands and snapshot_path is not None
     return {
         "commands": last_seq, "snapshot_seq": snapshot_at, "snapshot_bytes": Path(snapshot_path).stat().st_size,
-        "journal_bytes": (data_dir / "commands.journal").stat().st_size, "fills": wl.stats["fills"],
+        "journal_bytes": sum(p.stat().st_size for p in data_dir.glob("commands.journal*")), "fills": wl.stats["fills"],
         "resting_at_end": wl.stats["resting_at_end"], "seconds": time.perf_counter() - started,
     }
+
+
+def _day_after(day: str) -> str:
+    import datetime
+
+    return (datetime.date.fromisoformat(day) + datetime.timedelta(days=1)).isoformat()
 
 
 def _start(data_dir: Path) -> dict:
@@ -322,7 +343,7 @@ def _scan(data_dir: Path) -> dict:
 def _child_main(argv: list[str]) -> None:
     mode, data_dir = argv[0], Path(argv[1])
     if mode == "build":
-        result = _build(data_dir, int(argv[2]), int(argv[3]), int(argv[4]))
+        result = _build(data_dir, int(argv[2]), int(argv[3]), int(argv[4]), int(argv[5]) if len(argv) > 5 else 0)
     elif mode == "start":
         result = _start(data_dir)
     elif mode == "scan":

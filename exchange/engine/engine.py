@@ -176,9 +176,10 @@ class Engine:
         durable = self.journal.append(seq, ts_ns, _command_encoder.encode(command))
         events = core.apply(seq, ts_ns, command)  # first: the record takes the day it leaves
         applied = Applied(seq, ts_ns, core.trading_day, command, events)
-        self._undelivered.append(applied)
-        if durable:  # the journal committed a batch by itself
-            self._deliver()
+        if self.projections:  # with none, holding the records would only keep them alive (~4 %)
+            self._undelivered.append(applied)
+            if durable:  # the journal committed a batch by itself
+                self._deliver()
         if seq >= self._next_housekeeping_seq:
             self._housekeeping(seq)
         if type(command) is EndDay:

@@ -65,20 +65,26 @@ append(), 60-byte payload, 50,000 appends then flush(), best of 30 runs:
     FileJournal EVERY_COMMAND                             ~130 us, of which fsync ~120 us
     rejected: a blake2b chain value stored in each record ~980 ns (same loop, memory only)
 
-Reading verifies at ~1.2 us per record (scan); opening a FileJournal and replaying it with
-records() reads it twice, ~2.4 us per record.
+Reading verifies at ~1.2 us per record (scan). A FileJournal is cut into segment files of
+``SEGMENT_RECORDS`` records (see FileJournal): opening verifies only the newest segment, and
+records(after_seq) reads only from the segment holding after_seq + 1, so recovery from a recent
+snapshot costs at most a segment and a tail, however long the history (measured by the bench
+``gateway.startup``).
 """
 
 from __future__ import annotations
 
 import enum
 import fcntl
+import glob
 import hashlib
+import logging
 import mmap
 import os
+import re
 import struct
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
@@ -132,6 +138,12 @@ class Checkpoint(NamedTuple):
 
 
 CHECKPOINT_EVERY = 1 << 16  # records between checkpoints taken while a journal is opened
+# Records per segment file: opening verifies at most this many (~1.1 us each, so ~0.15 s),
+# and a busy day of ten million commands makes some eighty files.
+SEGMENT_RECORDS = 1 << 17
+SEGMENT_DIGITS = 12  # a segment file is named by its base seq, zero-padded
+
+log = logging.getLogger("exchange.engine.journal")
 
 
 class JournalError(Exception):
@@ -272,6 +284,10 @@ class _Writer:
             raise
         if sync:  # a write because the buffer filled up does not start a new batch
             self._batch_end = self._last_seq + self._batch
+            self._after_sync()
+
+    def _after_sync(self) -> None:
+        """A synced commit is done: the place for a file journal to start a new segment."""
 
     def _write(self, data: bytearray) -> None:
         raise NotImplementedError
@@ -281,12 +297,23 @@ class _Writer:
 
 
 class FileJournal(_Writer):
-    """A journal in one local file. Opening verifies the whole file and continues from its end.
+    """A journal in local files: the first at ``path``, later segments beside it.
 
-    `torn_tail_bytes` tells how many bytes of an unfinished record (a crash while writing)
-    were cut off on opening. Damage raises JournalCorrupted and leaves the file untouched.
-    One writer per file: the file is locked (flock) while open. A journal dropped without
-    close() loses its unflushed records, as a crash would.
+    The journal is a chain of segment files: ``path`` and then ``path.NNNNNNNNNNNN``, each
+    named by its file header's base_seq and carrying the chain value of everything before it
+    (``base_chain``). Once the newest segment holds ``segment_records`` records, the next
+    commit after an fsync seals it and starts a new one (`_rotate`), so opening only has to
+    verify the newest segment and a bounded tail, however long the history grows.
+
+    Opening verifies the newest segment record by record (and cuts a torn tail: a crash while
+    writing) and checks every older segment's file header and name. Older segments are verified
+    record by record when read (`records`, which also checks each segment's base_chain against
+    the one before it) and by `scan`, which reads everything: the way to check a whole archive.
+    Damage raises JournalCorrupted naming the file and byte offset, and leaves the files as
+    they are.
+
+    One writer: the first segment is locked (flock) while the journal is open. A journal
+    dropped without close() loses its unflushed records, as a crash would.
     """
 
     def __init__(
@@ -298,25 +325,39 @@ class FileJournal(_Writer):
         *,
         base_seq: int = 0,
         base_chain: bytes = GENESIS_CHAIN,
+        segment_records: int = SEGMENT_RECORDS,
     ) -> None:
+        assert segment_records >= 1
         self._closed = True  # until the file is open, for __del__
         self.path = Path(path)
+        self._segment_records = segment_records
         if not self.path.exists():
             _create_file(self.path, file_header(base_seq, base_chain))
-        self._fd = os.open(self.path, os.O_WRONLY | os.O_APPEND)
+        self._lock_fd = os.open(self.path, os.O_RDONLY)
+        self._fd = -1
         try:
-            _lock(self._fd, self.path)
-            found = _verify_file(self.path, CHECKPOINT_EVERY)
+            _lock(self._lock_fd, self.path)
+            self._segments = _segments_of(self.path)
+            active = self._segments[-1]
+            self._fd = os.open(active.path, os.O_WRONLY | os.O_APPEND)
+            found = _verify_file(active.path, CHECKPOINT_EVERY)
             if found.torn_tail_bytes:
                 os.ftruncate(self._fd, found.pos)
                 os.fsync(self._fd)
         except BaseException:
-            os.close(self._fd)
+            if self._fd >= 0:
+                os.close(self._fd)
+            os.close(self._lock_fd)
             raise
         self.torn_tail_bytes = found.torn_tail_bytes
         self._size = found.pos
         self._checkpoints = found.checkpoints
         self._start_writer(found, fsync, batch_records, buffer_bytes)
+
+    @property
+    def segments(self) -> list[Path]:
+        """The segment files, oldest first; the last is the one being written."""
+        return [segment.path for segment in self._segments]
 
     def close(self) -> None:
         if self._closed:
@@ -326,32 +367,105 @@ class FileJournal(_Writer):
         finally:
             self._closed = True
             self._refusal = "journal is closed"
-            os.close(self._fd)  # also releases the lock
+            os.close(self._fd)
+            os.close(self._lock_fd)  # releases the lock
 
     def __del__(self) -> None:
         if not self._closed:
             self._closed = True
             os.close(self._fd)
+            os.close(self._lock_fd)
 
     def records(self, after_seq: int = 0, expect_chain: bytes | None = None) -> Iterator[JournalRecord]:
-        """Verified records with seq > after_seq, oldest first.
+        """Verified records with seq > after_seq, oldest first, across segments.
 
         With `expect_chain` (a snapshot's chain_hash) the chain value at after_seq must equal
-        it, else JournalError: the snapshot was taken from another history.
+        it, else JournalError: the snapshot was taken from another history. At a segment
+        boundary either value is accepted: the end of the sealed segment (a snapshot taken
+        before the rotation) or the new segment's bare header (after it).
 
-        Reading resumes from the last checkpoint taken at opening that is not past
-        ``after_seq``: what lies before it was verified when the file was opened (and this
-        process holds the file's lock since), so recovery from a snapshot near the end of a long
-        journal does not verify the whole file a second time.
+        Reading starts in the segment that holds after_seq + 1, so older segments are not read
+        at all; in the newest segment it resumes from the last checkpoint taken at opening that
+        is not past ``after_seq`` (what lies before was verified when the journal was opened,
+        and this process holds its lock since).
         """
         self._commit(sync=False)  # buffered records must be in the file for the reader
-        start = None
-        for checkpoint in self._checkpoints:
-            if checkpoint.seq > after_seq:
-                break
-            start = checkpoint
-        with open(self.path, "rb") as f, mmap.mmap(f.fileno(), self._size, access=mmap.ACCESS_READ) as data:
-            yield from _replay(_Verifier(data, self._size, start), after_seq, expect_chain)
+        first = self._segments[0].base_seq
+        if after_seq < first:
+            raise JournalError(f"journal starts after seq {first}; seq {after_seq} is not in it")
+        index = max(i for i, segment in enumerate(self._segments) if segment.base_seq <= after_seq)
+        previous: _Verifier | None = None
+        for segment in self._segments[index:]:
+            if previous is None:
+                found = yield from self._read_segment(segment, after_seq, expect_chain)
+            else:
+                found = yield from self._read_segment(segment, segment.base_seq, None)
+            if previous is not None:
+                _check_link(previous, found, segment.path)
+            previous = found
+
+    def _read_segment(
+        self, segment: _Segment, after_seq: int, expect_chain: bytes | None
+    ) -> Generator[JournalRecord, None, _Verifier]:
+        active = segment is self._segments[-1]
+        with open(segment.path, "rb") as f:
+            size = self._size if active else os.fstat(f.fileno()).st_size
+            with mmap.mmap(f.fileno(), size, access=mmap.ACCESS_READ) as data:
+                start = None
+                for checkpoint in self._checkpoints if active else ():
+                    if checkpoint.seq > after_seq:
+                        break
+                    start = checkpoint
+                found = _Verifier(data, size, start)
+                sealed_before = segment is not self._segments[0]
+                if sealed_before and expect_chain is not None and after_seq == found.base_seq and expect_chain == found.base_chain:
+                    expect_chain = None  # the end of the segment before: the header carries it
+                yield from _replay(found, after_seq, expect_chain)
+                if not active and found.torn_tail_bytes:
+                    raise JournalCorrupted(f"{segment.path.name}: sealed segment ends inside a record", found.pos, found.last_seq)
+                found.chain()
+                found.detach()
+                return found
+
+    def _after_sync(self) -> None:
+        if self._last_seq - self._segments[-1].base_seq < self._segment_records:
+            return
+        try:
+            self._rotate()
+        except OSError as error:
+            # Nothing has changed unless the new file is left behind (it would be taken for the
+            # newest segment at the next opening): then stop, as after a failed write.
+            if self._segments[-1].path != self._next_segment_path() and self._next_segment_path().exists():
+                self._refusal = f"journal could not start a new segment ({error!r}); restart from the journal"
+                raise
+            log.warning("journal: could not start a new segment (%s); writing on in %s", error, self._segments[-1].path.name)
+
+    def _next_segment_path(self) -> Path:
+        return self.path.with_name(f"{self.path.name}.{self._last_seq:0{SEGMENT_DIGITS}d}")
+
+    def _rotate(self) -> None:
+        """Seal the newest segment (it is fsynced: this runs after a synced commit) and start
+        the next, named by its base_seq. The new file is created whole (header, fsync, link,
+        directory fsync) before anything is written to it, so a crash leaves either no new
+        segment or an empty one, and the sealed one complete."""
+        assert not self._buf
+        os.fsync(self._fd)  # even under FsyncPolicy.NEVER: a sealed segment is never torn
+        header = file_header(self._last_seq, self._hasher.digest())
+        path = self._next_segment_path()
+        _create_file(path, header)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+        except OSError:
+            os.unlink(path)
+            _fsync_dir(path.parent)
+            raise
+        os.close(self._fd)
+        self._fd = fd
+        self._segments.append(_Segment(self._last_seq, path))
+        self._size = FILE_HEADER_SIZE
+        self._checkpoints = []
+        self._link = _U32.unpack_from(header, _FILE_FIELDS.size)[0]
+        self._hasher = _blake2b(header, digest_size=CHAIN_SIZE)
 
     def _write(self, data: bytearray) -> None:
         done = 0
@@ -361,6 +475,46 @@ class FileJournal(_Writer):
 
     def _sync(self) -> None:
         os.fsync(self._fd)
+
+
+class _Segment(NamedTuple):
+    base_seq: int
+    path: Path
+
+
+def _read_header(path: Path) -> _Verifier:
+    """The segment's file header, verified (a verifier positioned before its first record)."""
+    with open(path, "rb") as f:
+        head = f.read(FILE_HEADER_SIZE)
+    try:
+        return _Verifier(head, len(head))
+    except JournalCorrupted as error:
+        raise JournalCorrupted(f"{path.name}: {error.reason}", error.position, error.seq) from None
+
+
+def _segments_of(path: Path) -> list[_Segment]:
+    """The journal's segment files, oldest first, each header checked against its name."""
+    first = _Segment(_read_header(path).base_seq, path)
+    later = sorted(
+        _Segment(int(p.name[len(path.name) + 1 :]), p)
+        for p in path.parent.glob(f"{glob.escape(path.name)}.*")
+        if re.fullmatch(rf"\d{{{SEGMENT_DIGITS}}}", p.name[len(path.name) + 1 :])
+    )
+    segments = [first, *later]
+    for before, segment in zip(segments, segments[1:], strict=False):
+        header = _read_header(segment.path)
+        if header.base_seq != segment.base_seq or segment.base_seq <= before.base_seq:
+            raise JournalCorrupted(f"{segment.path.name}: segment header says base seq {header.base_seq}", 0, before.base_seq)
+    return segments
+
+
+def _check_link(before: _Verifier, after: _Verifier, path: Path) -> None:
+    """A segment continues the one before it: its base seq and chain are that one's end."""
+    if after.base_seq != before.last_seq or after.base_chain != before.chain():
+        raise JournalCorrupted(
+            f"{path.name}: does not continue the segment before it (base seq {after.base_seq} after seq {before.last_seq})",
+            0, before.last_seq,
+        )
 
 
 class MemoryJournal(_Writer):
@@ -452,12 +606,25 @@ def _lock(fd: int, path: Path) -> None:
 
 
 def scan(path_or_bytes: str | os.PathLike[str] | bytes | bytearray | memoryview) -> ScanResult:
-    """Verify a whole journal: raise JournalCorrupted on damage, report a torn tail."""
+    """Verify a whole journal, every segment of a file journal: raise JournalCorrupted on
+    damage, report a torn tail (of the newest segment: ``valid_length`` is that file's)."""
     if isinstance(path_or_bytes, (bytes, bytearray, memoryview)):
         found = _verify(bytes(path_or_bytes))
-    else:
-        found = _verify_file(Path(path_or_bytes))
-    return ScanResult(found.last_seq, found.chain(), found.pos, found.torn_tail_bytes, found.base_seq)
+        return ScanResult(found.last_seq, found.chain(), found.pos, found.torn_tail_bytes, found.base_seq)
+    segments = _segments_of(Path(path_or_bytes))
+    previous: _Verifier | None = None
+    for segment in segments:
+        try:
+            found = _verify_file(segment.path)
+        except JournalCorrupted as error:
+            raise JournalCorrupted(f"{segment.path.name}: {error.reason}", error.position, error.seq) from None
+        if previous is not None:
+            _check_link(previous, found, segment.path)
+        if segment is not segments[-1] and found.torn_tail_bytes:
+            raise JournalCorrupted(f"{segment.path.name}: sealed segment ends inside a record", found.pos, found.last_seq)
+        previous = found
+    assert previous is not None
+    return ScanResult(previous.last_seq, previous.chain(), previous.pos, previous.torn_tail_bytes, segments[0].base_seq)
 
 
 def _verify_file(path: Path, checkpoint_every: int = 0) -> _Verifier:
@@ -494,7 +661,7 @@ class _Verifier:
         """``start``: resume after a checkpoint of this same file instead of its beginning."""
         self._data = data
         self._end = end
-        self.base_seq, self.link = self._read_file_header()
+        self.base_seq, self.base_chain, self.link = self._read_file_header()
         self.last_seq = self.base_seq
         self.pos = FILE_HEADER_SIZE  # end of the verified part
         self.torn_tail_bytes = 0
@@ -505,11 +672,11 @@ class _Verifier:
             self.last_seq, self.pos, self.link = start.seq, start.pos, start.link
             self._hasher, self._hashed = start.hasher.copy(), start.pos
 
-    def _read_file_header(self) -> tuple[int, int]:
+    def _read_file_header(self) -> tuple[int, bytes, int]:
         if self._end < FILE_HEADER_SIZE:
             # Files are created with their header atomically: a short one is damage.
             raise JournalCorrupted(f"file shorter than its {FILE_HEADER_SIZE}-byte header", 0, 0)
-        magic, version, base_seq, _ = _FILE_FIELDS.unpack_from(self._data, 0)
+        magic, version, base_seq, base_chain = _FILE_FIELDS.unpack_from(self._data, 0)
         (crc,) = _U32.unpack_from(self._data, _FILE_FIELDS.size)
         if magic != MAGIC:
             raise JournalCorrupted("bad magic: not a journal file", 0, 0)
@@ -517,7 +684,7 @@ class _Verifier:
             raise JournalCorrupted("bad file header checksum", 0, 0)
         if version != FORMAT_VERSION:
             raise JournalCorrupted(f"unsupported format version {version}", 0, 0)
-        return base_seq, crc
+        return base_seq, base_chain, crc
 
     def records(self) -> Iterator[JournalRecord]:
         """Each record once it has verified; stops at the end or at a torn tail."""
