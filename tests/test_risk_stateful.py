@@ -317,7 +317,8 @@ class RiskMachine(RuleBasedStateMachine):
                 cash, allowances = before["available"][member]
                 if cmd.side == BUY:
                     assert value <= cash, f"buy worth {value} accepted with {cash} available"
-                    assert before["position"][member] + event.qty_t <= self.position_limit(member)
+                    if symbol in POSITIONED:  # the position limit counts allowances, not CCER
+                        assert before["position"][member] + event.qty_t <= self.position_limit(member)
                 else:
                     assert event.qty_t <= allowances[symbol], "short sale / T+1 sale accepted"
             elif kind is OrderAmended:
@@ -333,7 +334,7 @@ class RiskMachine(RuleBasedStateMachine):
                 cash, allowances = before["available"][member]
                 if side == BUY:
                     assert cmd.price_fen * cmd.qty_t - price * qty <= cash, "amend up without the cash"
-                    if cmd.qty_t > qty:
+                    if cmd.qty_t > qty and symbol in POSITIONED:
                         assert before["position"][member] + cmd.qty_t - qty <= self.position_limit(member)
                 else:
                     assert cmd.qty_t - qty <= allowances[symbol], "amend up without the allowances"
