@@ -120,6 +120,9 @@ position_limit_t = 1000000000000
 orders_per_second = 1000000000
 order_burst = 1000000000
 max_open_orders = 1000000000
+
+[calendar]
+max_days_from_today = 36600   # the benchmark opens its fixed day, whatever today is
 """
 
 # -- the server process ------------------------------------------------------------------------
@@ -128,10 +131,13 @@ max_open_orders = 1000000000
 class ServedProcess:
     """``exchange serve`` in a child process over ``data_dir``; optionally under cProfile."""
 
-    def __init__(self, data_dir: Path, members: list[str], profile_to: Path | None = None) -> None:
+    def __init__(self, data_dir: Path, members: list[str], profile_to: Path | None = None, *,
+                 config_toml: str = CONFIG_TOML, extra_args: Sequence[str] = (),
+                 preexec_fn: Callable[[], None] | None = None) -> None:
         self.data_dir = data_dir
         self.members = members
         self.profile_to = profile_to
+        self.config_toml, self.extra_args, self.preexec_fn = config_toml, list(extra_args), preexec_fn  # bench.soak_bench
         self.proc: subprocess.Popen | None = None
         self.url = ""
         self.tokens: dict[str, str] = {}
@@ -140,17 +146,17 @@ class ServedProcess:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         allocate_in_registry(self.data_dir, self.members)
         config = self.data_dir / "bench-config.toml"
-        config.write_text(CONFIG_TOML)
+        config.write_text(self.config_toml)
         command = [sys.executable]
         if self.profile_to is not None:
             command += ["-m", "cProfile", "-o", str(self.profile_to)]
         command += ["-m", "exchange.serve", "serve", "--host", "127.0.0.1", "--port", "0",
-                    "--data-dir", str(self.data_dir), "--config", str(config)]
+                    "--data-dir", str(self.data_dir), "--config", str(config), *self.extra_args]
         env = dict(os.environ, PYTHONPATH=os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])))
         self._stdout = open(self.data_dir / "serve.stdout", "wb")
         self._stderr = open(self.data_dir / "serve.stderr", "wb")
         self.proc = subprocess.Popen(command, cwd=ROOT, env=env, stdout=self._stdout, stderr=self._stderr,
-                                     stdin=subprocess.DEVNULL)
+                                     stdin=subprocess.DEVNULL, preexec_fn=self.preexec_fn)
         deadline = time.monotonic() + timeout_s
         out = self.data_dir / "serve.stdout"
         while time.monotonic() < deadline:
@@ -245,7 +251,8 @@ async def set_up(server: ServedProcess) -> Market:
             await call("admin", "/members", {"member_id": member_id, "kind": "voluntary"})
             issued = await call("admin", f"/members/{member_id}/credentials")
             keys[member_id] = (issued["key_id"], bytes.fromhex(issued["secret"]))
-            await call("clearing", "/clearing/deposits", {"member_id": member_id, "amount_fen": CASH_FEN})
+            await call("clearing", "/clearing/deposits",
+                       {"member_id": member_id, "amount_fen": CASH_FEN, "reference": f"bench-{member_id}"})
 
         await asyncio.gather(*(member(m) for m in server.members))
         opened = await call("clearing", "/clearing/start-of-day", {"trading_day": TRADING_DAY})

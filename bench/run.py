@@ -33,7 +33,7 @@ from bench.registry import REGISTRY, SIZES, Context, Measurement  # noqa: E402
 # Modules whose import registers benchmarks.
 BENCH_MODULES = (
     "bench.book_bench", "bench.peers_bench", "bench.engine_bench", "bench.settle_bench", "bench.gateway_bench",
-    "bench.startup_bench",
+    "bench.startup_bench", "bench.soak_bench",
 )
 
 

@@ -18,14 +18,29 @@ On disk (``Exchange.open``), under the data directory: ``commands.journal`` and
 ``snapshots/`` (the engine), ``clearing.db`` (trades, closing positions, settlement
 progress and the cash ledger: SQLite unless a database URL is given), ``registry.db`` (the
 reference registry, unless a registry is handed in) and ``statements/``.
+
+Files at rest are the service account's alone (issue 10, finding 4). The commands that run
+the exchange (``exchange simulate``, ``settle`` and ``serve``) call :func:`keep_files_private`
+first: umask 077, so everything the process creates (the journal, the SQLite databases and
+their side files, snapshots, statements) is 0600 in 0700 directories; the data directory is
+created 0700. A data directory that already exists keeps its mode, but ``exchange serve``
+prints one warning line at start-up for it and for each file or directory in it that
+group or others may read, write or enter (:func:`warn_about_shared_paths`). A warning, not
+a refusal: a directory shared on purpose (a backup group, say) is the operator's call, and
+the secrets themselves (gateway secret, tokens, credentials) are written 0600 regardless.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import sys
 import time
 from pathlib import Path
 from collections.abc import Iterable, Sequence
+from typing import TextIO
+
+from exchange import files
 
 from exchange.clearing.funds import FundsMirror
 from exchange.clearing.ledger import CashLedger
@@ -85,7 +100,7 @@ class Exchange:
         views: Sequence[Projection] = (),
     ) -> Exchange:
         """Recover the exchange from ``data_dir`` (start-up and crash recovery are one path)."""
-        data_dir.mkdir(parents=True, exist_ok=True)
+        files.make_private_dir(data_dir)
         owned: list[SqlRegistry] = []
         if registry is None:
             registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
@@ -161,7 +176,7 @@ def build_core(config: Config) -> ExchangeCore:
 
 def open_engine(config: Config, data_dir: Path, clock: Clock, projections: Sequence[Projection] = ()) -> Engine:
     """Recover the engine from the data directory's snapshots and journal (start-up path)."""
-    data_dir.mkdir(parents=True, exist_ok=True)
+    files.make_private_dir(data_dir)
     journal = FileJournal(
         data_dir / "commands.journal",
         fsync=FsyncPolicy[config.engine.fsync.upper()],
@@ -175,3 +190,45 @@ def open_engine(config: Config, data_dir: Path, clock: Clock, projections: Seque
         snapshots_kept=config.engine.snapshots_kept,
         gc_freeze_every=config.engine.gc_freeze_every_commands or None,
     )
+
+
+# -- files at rest -------------------------------------------------------------------------------
+
+PRIVATE_UMASK = 0o077
+SHARED_WARNINGS_SHOWN = 10  # past that, one line counts the rest
+
+
+def keep_files_private() -> int:
+    """From now on this process creates files and directories for its owner only; the
+    previous umask (for a caller in a longer-lived process to put back)."""
+    return os.umask(PRIVATE_UMASK)
+
+
+def shared_paths(data_dir: Path) -> list[tuple[Path, int]]:
+    """The data directory and each file or directory in it that group or others may use, with
+    its permission bits; symbolic links are not followed (their targets are not ours)."""
+    if not data_dir.is_dir():
+        return []
+    found = []
+    for root, directories, names in os.walk(data_dir):
+        directories.sort()
+        for path in [Path(root), *(Path(root, name) for name in sorted(names))]:
+            mode = path.lstat().st_mode
+            if not stat.S_ISLNK(mode) and mode & 0o077:
+                found.append((path, stat.S_IMODE(mode)))
+    return found
+
+
+def warn_about_shared_paths(data_dir: Path, out: TextIO | None = None) -> int:
+    """One warning line per shared path (at most :data:`SHARED_WARNINGS_SHOWN`, then a count);
+    how many were found."""
+    out = out or sys.stderr
+    found = shared_paths(data_dir)
+    for path, mode in found[:SHARED_WARNINGS_SHOWN]:
+        kind, fix = ("directory", "700") if path.is_dir() else ("file", "600")
+        print(f"warning: {kind} {path} is open to group or others (mode {mode:04o}); "
+              f"the data directory should be private to the service account (chmod {fix} {path})", file=out)
+    if len(found) > SHARED_WARNINGS_SHOWN:
+        print(f"warning: and {len(found) - SHARED_WARNINGS_SHOWN} more paths under {data_dir} open to group or others",
+              file=out)
+    return len(found)

@@ -9,22 +9,28 @@ rebuilds the state from the journal alone and checks the state hash.
 ``exchange settle --date D`` settles (or finishes settling) a closed trading day for the
 clearing house. ``exchange registry ...`` creates and inspects the reference registry
 (accounts, caps, allocations, holdings, history, verification) for operators and demos.
+
+Every command runs with umask 077 (:func:`exchange.app.keep_files_private`): what it writes
+is the service account's alone. ``serve`` also warns about a data directory, or anything in
+it, that group or others may use (:mod:`exchange.serve`); ``settle`` does not: what it
+prints is the settlement's summary or its one-line refusal.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import tempfile
 import time
 from datetime import date
 from pathlib import Path
 
-from exchange.app import Exchange, open_engine
+from exchange.app import Exchange, keep_files_private, open_engine
 from exchange.clearing.settlement import SettlementReport, SettlementStopped
 from exchange.config import ConfigError, load_config
 from exchange.engine import ProjectionAhead
-from exchange.model.units import format_fen
+from exchange.model.units import format_fen, parse_trading_day
 from exchange.serve import add_serve_command
 from exchange.sim.in_process import SimulatedClock, Simulation, SimulationSummary, describe_rejects
 from exchange.sim.served import add_served_arguments, run_served
@@ -86,6 +92,15 @@ def settle(args: argparse.Namespace) -> int:
     return 0
 
 
+def trading_day_argument(text: str) -> str:
+    """``--date``: a calendar date, by the one parser the core and the operator API use (no
+    window around today here: a day that stopped settling may be finished weeks later)."""
+    try:
+        return parse_trading_day(text).isoformat()
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+
+
 def print_settlement(report: SettlementReport) -> None:
     differences = len(report.differences)
     print(f"settled {report.trading_day}: {report.trades:,} trades, {report.volume_t:,} t, "
@@ -132,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     add_served_arguments(sim)
     sim.set_defaults(run=simulate)
     settling = commands.add_parser("settle", help="settle a closed trading day (the clearing house)")
-    settling.add_argument("--date", required=True, help="the trading day (YYYY-MM-DD)")
+    settling.add_argument("--date", required=True, type=trading_day_argument, help="the trading day (YYYY-MM-DD)")
     settling.add_argument("--data-dir", required=True, help="the exchange's data directory")
     settling.add_argument("--config", help="TOML configuration file (defaults: the market rules)")
     settling.add_argument("--clearing-db", help="database URL of the trades and cash ledger (default: SQLite in the data directory)")
@@ -140,11 +155,14 @@ def main(argv: list[str] | None = None) -> int:
     add_registry_commands(commands)
     add_serve_command(commands)
     args = parser.parse_args(argv)
+    previous_umask = keep_files_private()
     try:
         return args.run(args)
     except ConfigError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
+    finally:
+        os.umask(previous_umask)  # for a caller that runs main() inside a longer-lived process
 
 
 if __name__ == "__main__":

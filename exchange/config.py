@@ -102,6 +102,9 @@ class CalendarConfig(msgspec.Struct, forbid_unknown_fields=True):
     sessions: list[tuple[str, str]] = msgspec.field(default_factory=lambda: [("09:30", "11:30"), ("13:00", "15:00")])
     holidays: list[str] = msgspec.field(default_factory=list)
     utc_offset_hours: Annotated[int, msgspec.Meta(ge=-12, le=14)] = 8
+    # The operator API opens a day only this many days before or after today's date (local
+    # exchange time): a typo such as 2062-11-25 would otherwise lock out every earlier date.
+    max_days_from_today: Annotated[int, msgspec.Meta(ge=0, le=36_600)] = 7
 
     def schedule(self) -> SessionSchedule:
         try:
@@ -110,11 +113,31 @@ class CalendarConfig(msgspec.Struct, forbid_unknown_fields=True):
             raise ConfigError(f"calendar: {error}") from None
 
 
+class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The member gateway's flood limits (``exchange/gateway/member/budget.py``). A field left
+    out is derived from ``[risk.limits]``, so lifting the order rate lifts these too."""
+
+    session_frames_per_second: PositiveInt | None = None  # 2 x orders_per_second
+    session_frame_burst: PositiveInt | None = None  # 2 x order_burst
+    member_frames_per_second: PositiveInt | None = None  # 4 x orders_per_second, all sessions together
+    member_frame_burst: PositiveInt | None = None  # 4 x order_burst
+    member_max_pending: PositiveInt | None = None  # commands waiting for the engine: 4 x order_burst
+
+
+class OperatorConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The operator API (``exchange/gateway/operator/api.py``)."""
+
+    # How long a token made by rotation stays valid unless the request says; 0: no expiry.
+    token_lifetime_days: Annotated[int, msgspec.Meta(ge=0, le=3_660)] = 0
+
+
 class Config(msgspec.Struct, forbid_unknown_fields=True):
     market: MarketConfig = msgspec.field(default_factory=MarketConfig)
     engine: EngineConfig = msgspec.field(default_factory=EngineConfig)
     risk: RiskConfig = msgspec.field(default_factory=RiskConfig)
     calendar: CalendarConfig = msgspec.field(default_factory=CalendarConfig)
+    operator: OperatorConfig = msgspec.field(default_factory=OperatorConfig)
+    gateway: GatewayConfig = msgspec.field(default_factory=GatewayConfig)
     instruments: list[InstrumentConfig] = msgspec.field(default_factory=_default_instruments)
 
     def listed_instruments(self) -> list[Instrument]:

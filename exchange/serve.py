@@ -37,11 +37,11 @@ from pathlib import Path
 from typing import Any
 from collections.abc import Callable
 
-from exchange.app import Exchange
+from exchange.app import Exchange, keep_files_private, warn_about_shared_paths
 from exchange.config import Config, ConfigError, load_config
 from exchange.engine import ProjectionAhead
 from exchange.gateway.hub import DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S, Hub
-from exchange.gateway.server import GatewayServer, credential_store, operator_tokens
+from exchange.gateway.server import GatewayServer, credential_store, operator_token_store, tokens_writer
 from exchange.gateway.views import GatewayViews
 from exchange.service import ExchangeService
 from registry_adapter.port import Registry
@@ -86,10 +86,11 @@ def compose(
     exchange = Exchange.open(config, data_dir, clock, clearing_url=clearing_url, registry=registry, views=views.projections())
     try:
         credentials, save = credential_store(data_dir)
-        tokens, tokens_path = operator_tokens(data_dir, operator_tokens_file)
+        token_store, tokens_path = operator_token_store(data_dir, operator_tokens_file)
+        tokens = token_store.newest()  # as started; a rotation changes the store, not this
         service = ExchangeService(exchange)
         hub = Hub(service, config, credentials, views, on_credentials_changed=save, **hub_options)
-        server = GatewayServer(hub, tokens, host, port)
+        server = GatewayServer(hub, token_store, host, port, save_tokens=tokens_writer(tokens_path))
     except BaseException:
         exchange.close()
         raise
@@ -126,6 +127,8 @@ def _non_negative_seconds(text: str) -> float:
 
 def serve(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    keep_files_private()  # files at rest are the service account's (exchange.app)
+    warn_about_shared_paths(Path(args.data_dir))
     try:
         return asyncio.run(run(args))
     except ConfigError as error:

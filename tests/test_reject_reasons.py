@@ -37,6 +37,7 @@ from exchange.model import (
     SubmitOrder,
     TimeInForce,
     TradingPhase,
+    VoidDay,
     Withdraw,
 )
 from exchange.risk import RiskPolicy
@@ -98,6 +99,7 @@ CASES: dict[RejectReason, list] = {
     RejectReason.INSUFFICIENT_AVAILABLE: [*MEMBERS, Withdraw("bob", 5_000_001)],
     RejectReason.MEMBER_ALREADY_REGISTERED: [*MEMBERS, RegisterMember("bob", MemberKind.COVERED, 10_000)],
     RejectReason.AMOUNT_NOT_POSITIVE: [*MEMBERS, Deposit("bob", 0)],
+    RejectReason.REFERENCE_REUSED: [*MEMBERS, Deposit("bob", 5, "B-1"), Deposit("bob", 6, "B-1")],
     RejectReason.LIMIT_OUT_OF_RANGE: [*MEMBERS, SetRiskLimits("bob", order_burst=10**10)],
     RejectReason.STATUS_UNCHANGED: [*MEMBERS, SetMemberStatus("bob", MemberStatus.ACTIVE)],
     RejectReason.HOLDING_LOAD_DURING_TRADING: [*OPEN, LoadHolding("bob", SYMBOL, 500)],
@@ -109,6 +111,10 @@ CASES: dict[RejectReason, list] = {
     RejectReason.DAY_ALREADY_OPEN: [*OPEN, StartDay("2026-11-24")],
     RejectReason.DAY_NOT_AFTER_PREVIOUS: [*OPEN, EndDay(), StartDay("2026-11-20")],
     RejectReason.PHASE_OUT_OF_ORDER: [*OPEN, SetTradingPhase(TradingPhase.PRE_OPEN)],
+    RejectReason.DAY_NOT_A_DATE: [*MEMBERS, StartDay("2026-13-45")],
+    RejectReason.VOID_NO_DAY_OPEN: [*OPEN, EndDay(), VoidDay("2026-11-23")],
+    RejectReason.VOID_NOT_THE_OPEN_DAY: [*OPEN, VoidDay("2026-11-24")],
+    RejectReason.VOID_DAY_HAS_TRADES: [*OPEN, *BOB_BOUGHT, VoidDay("2026-11-23")],
 }
 
 

@@ -526,6 +526,11 @@ class OrderBook:
         ))
         return events
 
+    def cancel_entered_since(self, first_order_id: int, reason: CancelReason) -> list[OrderCancelled]:
+        """Cancel every open order whose id is ``first_order_id`` or later (what was entered
+        since then: ids are sequence numbers), in ascending order id. Voiding a day uses it."""
+        return self._cancel_all([o for o in self._all_orders() if o.order_id >= first_order_id], reason)
+
     def _purge_dormant_levels(self) -> None:
         for levels, heap, sign in ((self._bids, self._bid_heap, -1), (self._asks, self._ask_heap, 1)):
             for price in [p for p, level in levels.items() if not level.qty_t]:

@@ -26,8 +26,11 @@ runs the stages, records the progress and writes the statements. Each stage is r
 6. **Reconcile**: every account's registry holding and ledger balance must equal the
    exchange's view (the closing positions after their obligations), to the tonne and the
    fen, and the settlement account must be back at zero.
-7. **Statements**: one CSV per account with a closing position or a trade, and the settlement report, written to a temporary
-   directory and renamed into place.
+7. **Statements**: one CSV per account with a closing position or a trade, and the settlement
+   report, written to a temporary directory and renamed into place, durably and privately
+   (mode 0600 in 0700 directories): each file fsynced, the directory fsynced, renamed, its
+   parent fsynced (:mod:`exchange.files`), so a day recorded as settled has its statements
+   on disk after a power loss.
 
 Exactly once: every leg carries an idempotency id derived from the trading day, the trade id
 and the leg (see :mod:`exchange.clearing.plan`), and both stores apply a known id as
@@ -48,7 +51,6 @@ write; the injectable ``checkpoint`` callback is called there (and at ``start``,
 from __future__ import annotations
 
 import enum
-import os
 import shutil
 import time
 from collections.abc import Callable, Sequence
@@ -59,6 +61,7 @@ import msgspec
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from exchange import files
 from exchange.clearing.ledger import SETTLEMENT, CashLedger, LedgerError, Operation
 from exchange.clearing.obligations import CASH
 from exchange.clearing.plan import ClosingPosition, SettlementPlan
@@ -342,12 +345,14 @@ class Settlement:
         final = self.statements_dir / plan.trading_day
         if final.exists():  # written by a run that was killed before it recorded the day as settled
             return
+        files.make_private_dir(self.statements_dir)
         scratch = self.statements_dir / f".{plan.trading_day}.partial"
         shutil.rmtree(scratch, ignore_errors=True)
-        scratch.mkdir(parents=True)
+        files.make_private_dir(scratch)
         write_statements(scratch, plan, positions)
-        (scratch / "settlement-report.json").write_bytes(msgspec.json.format(msgspec.json.encode(report)))
-        os.replace(scratch, final)
+        files.write_new(scratch / "settlement-report.json", msgspec.json.format(msgspec.json.encode(report)))
+        files.fsync_dir(scratch)  # every file's entry, before the directory becomes the day's
+        files.replace_durably(scratch, final)
         self.checkpoint("statements-written")
 
 
@@ -370,7 +375,7 @@ def write_statements(directory: Path, plan: SettlementPlan, positions: Sequence[
     for row in positions:
         lines[row.member_id].extend(statement_totals(row, plan))
     for account, text in lines.items():
-        (directory / f"{account}.csv").write_text("".join(text), encoding="utf-8")
+        files.write_new(directory / f"{account}.csv", "".join(text).encode("utf-8"))
 
 
 def statement_totals(row: ClosingPosition, plan: SettlementPlan) -> list[str]:

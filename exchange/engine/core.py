@@ -18,7 +18,22 @@ Decisions worth knowing:
 * ``SetInstrumentLimits``: a negative band or a maximum quantity of zero or less is
   ``AMOUNT_NOT_POSITIVE``; a band of 10,000 bps (100 %) or more is ``LIMIT_OUT_OF_RANGE``.
 * Start of day rolls the accounts (the previous day taken as settled) before the books open,
-  so GTC orders cancelled at the open release into the new day's accounts.
+  so GTC orders cancelled at the open release into the new day's accounts. Its date must be a
+  calendar date (``units.parse_trading_day``): ``2026-13-45`` is ``DAY_NOT_A_DATE``, decided
+  from the command alone, so a journal that holds one replays the same refusal. Whether the
+  date is near today is the shell's question (it has the wall clock; the core has none).
+* ``VoidDay`` takes back a day opened by mistake. It must name the open day
+  (``VOID_NOT_THE_OPEN_DAY``; no open day: ``VOID_NO_DAY_OPEN``) and nothing may have
+  traded on it (``VOID_DAY_HAS_TRADES``: a trade is binding, the day is ended and settled as
+  it is). Then every order accepted since the day's ``StartDay`` is cancelled
+  (``CancelReason.DAY_VOIDED``, holds released), GTC orders from earlier days keep resting
+  (as they would across any day; an amend made on the voided day stays, as acknowledged, and
+  a GTC order the mistaken band cancelled at the open stays cancelled), the day count and the
+  phase go back, and the last trading day is the one before again (``DayVoided``), so the
+  right date can be opened. What the day's start changed outside the books stays: the
+  accounts' roll (the previous day was taken as settled, as the next start takes it again),
+  holdings loaded from the registry, deposits, limits. ``CoreState.opening`` keeps what a void
+  needs (the start's sequence number and the day before) while a day is open, None otherwise.
 """
 
 from __future__ import annotations
@@ -50,18 +65,32 @@ from exchange.model.commands import (
     SetTradingPhase,
     StartDay,
     SubmitOrder,
+    VoidDay,
     Withdraw,
 )
 from exchange.model.enums import CancelReason, CommandName, InstrumentKind, SelfTradePolicy
-from exchange.model.events import AmendRejected, CancelRejected, CommandRejected, Event, OrderRejected, SessionGuardSet
+from exchange.model.events import (
+    AmendRejected, CancelRejected, CommandRejected, DayVoided, Event, OrderRejected, SessionGuardSet,
+)
 from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
+from exchange.model.units import is_trading_day
 from exchange.risk import RiskGate, RiskPolicy
 from exchange.risk.state import RiskState
 
 
+class DayOpening(msgspec.Struct, array_like=True, frozen=True):
+    """How the open day was opened, for a void: the ``StartDay``'s sequence number (orders
+    with that id or later were entered on the day) and the last trading day before it."""
+
+    start_seq: int
+    previous_trading_day: str
+
+
 class CoreState(msgspec.Struct, array_like=True):
-    """Everything needed to rebuild the core; its msgpack bytes are hashed for the state hash."""
+    """Everything needed to rebuild the core; its msgpack bytes are hashed for the state hash.
+    ``opening`` came last, with a default, so a snapshot written before it still decodes (a
+    day open in such a snapshot cannot be voided: what to restore is not known)."""
 
     last_seq: int
     trading_day: str
@@ -69,6 +98,7 @@ class CoreState(msgspec.Struct, array_like=True):
     last_trade_id: int
     books: list[BookState]
     risk: RiskState
+    opening: DayOpening | None = None
 
 
 class ExchangeCore:
@@ -88,6 +118,7 @@ class ExchangeCore:
         self.last_seq = 0
         self.trading_day = ""
         self.day_open = False
+        self.opening: DayOpening | None = None  # while a day is open
 
     def apply(self, seq: int, ts_ns: int, command: Command) -> list[Event]:
         assert seq == self.last_seq + 1, f"sequence gap: {self.last_seq} -> {seq}"
@@ -139,6 +170,8 @@ class ExchangeCore:
                 return self._mass_cancel(command)
             case StartDay():
                 return self._start_day(command)
+            case VoidDay():
+                return self._void_day(command)
             case EndDay():
                 return self._end_day()
             case SetTradingPhase():
@@ -235,10 +268,13 @@ class ExchangeCore:
         return events
 
     def _start_day(self, command: StartDay) -> list[Event]:
+        if not is_trading_day(command.trading_day):
+            return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_NOT_A_DATE, command.trading_day)]
         if self.day_open:
             return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_ALREADY_OPEN)]
         if command.trading_day <= self.trading_day:
             return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_NOT_AFTER_PREVIOUS)]
+        self.opening = DayOpening(self.last_seq, self.trading_day)
         self.trading_day = command.trading_day
         self.day_open = True
         self.risk.start_day()
@@ -252,6 +288,7 @@ class ExchangeCore:
         if not self.day_open:
             return [CommandRejected(CommandName.END_DAY, RejectReason.DAY_NOT_OPEN)]
         self.day_open = False
+        self.opening = None  # an ended day is binding
         events: list[Event] = []
         for symbol in self._symbols:
             events.extend(self.books[symbol].end_day())
@@ -259,12 +296,37 @@ class ExchangeCore:
         events.extend(self.risk.end_day(self.trading_day))
         return events
 
+    def _void_day(self, command: VoidDay) -> list[Event]:
+        reason = self._void_refusal(command)
+        if reason is not None:
+            return [CommandRejected(CommandName.VOID_DAY, reason, command.trading_day)]
+        assert self.opening is not None
+        start_seq, previous = self.opening.start_seq, self.opening.previous_trading_day
+        events: list[Event] = []
+        for symbol in self._symbols:
+            events.extend(self.books[symbol].cancel_entered_since(start_seq, CancelReason.DAY_VOIDED))
+        cancelled = len(events)
+        self.risk.apply(events)
+        events.extend(self.risk.void_day())
+        self.trading_day, self.day_open, self.opening = previous, False, None
+        events.append(DayVoided(command.trading_day, previous, cancelled))
+        return events
+
+    def _void_refusal(self, command: VoidDay) -> RejectReason | None:
+        if not self.day_open or self.opening is None:
+            return RejectReason.VOID_NO_DAY_OPEN
+        if command.trading_day != self.trading_day:
+            return RejectReason.VOID_NOT_THE_OPEN_DAY
+        if any(book.stats.trade_count for book in self.books.values()):
+            return RejectReason.VOID_DAY_HAS_TRADES
+        return None
+
     # -- state -----------------------------------------------------------------------------
 
     def state(self) -> CoreState:
         return CoreState(
             self.last_seq, self.trading_day, self.day_open, self.trade_ids.last,
-            [self.books[symbol].state() for symbol in self._symbols], self.risk.state(),
+            [self.books[symbol].state() for symbol in self._symbols], self.risk.state(), self.opening,
         )
 
     def restore(self, state: CoreState) -> None:
@@ -274,6 +336,7 @@ class ExchangeCore:
         self.last_seq = state.last_seq
         self.trading_day = state.trading_day
         self.day_open = state.day_open
+        self.opening = state.opening
         self.trade_ids.last = state.last_trade_id
         for book_state in state.books:
             self.books[book_state.symbol].restore(book_state)

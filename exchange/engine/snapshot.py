@@ -16,10 +16,11 @@ File format (all integers little-endian), one file per snapshot::
     checksum   16s  blake2b(digest_size=16) of the 44 bytes above and the state
     state      state_len bytes
 
-File names are ``snapshot-<seq, 20 digits>.snap`` so they sort by seq. Writing is atomic: a
-hidden temporary file in the same directory, fsync, rename, fsync the directory; a crash
-leaves either the old set of snapshots or the new one, plus at most a stray temporary file
-that nothing reads and prune_snapshots removes.
+File names are ``snapshot-<seq, 20 digits>.snap`` so they sort by seq. Writing is atomic and
+private (:func:`exchange.files.write_atomic`: a hidden temporary file in the same directory,
+mode 0600, fsync, rename, fsync the directory); a crash leaves either the old set of snapshots
+or the new one, plus at most a stray temporary file that nothing reads and prune_snapshots
+removes.
 
 Damaged snapshots: latest_snapshot() returns the newest snapshot that verifies and reports
 every newer damaged one through `on_damaged` (by default a warning in the log) rather than
@@ -36,6 +37,8 @@ import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
+
+from exchange import files
 
 MAGIC = b"\x89CXS\r\n\x1a\n"
 FORMAT_VERSION = 1
@@ -71,17 +74,9 @@ def snapshot_name(seq: int) -> str:
 def write_snapshot(directory: str | os.PathLike[str], snapshot: Snapshot) -> Path:
     """Write atomically and durably; return the path. A snapshot with the same seq is replaced."""
     assert len(snapshot.chain_hash) == CHAIN_SIZE and 0 <= snapshot.seq < 2**64
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = files.make_private_dir(directory)
     path = directory / snapshot_name(snapshot.seq)
-    tmp = directory / f".{path.name}.tmp"
-    try:
-        _write_durably(tmp, _encode_header(snapshot), snapshot.state)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    _fsync_dir(directory)
+    files.write_atomic(path, _encode_header(snapshot), snapshot.state)  # a stray .NAME.tmp is pruned
     return path
 
 
@@ -152,7 +147,7 @@ def prune_snapshots(directory: str | os.PathLike[str], keep: int) -> None:
     for path in doomed:
         path.unlink(missing_ok=True)
     if doomed:
-        _fsync_dir(directory)
+        files.fsync_dir(directory)
 
 
 def _encode_header(snapshot: Snapshot) -> bytes:
@@ -164,26 +159,6 @@ def _checksum(fields: bytes, state: bytes | memoryview) -> bytes:
     hasher = hashlib.blake2b(fields, digest_size=CHAIN_SIZE)
     hasher.update(state)
     return hasher.digest()
-
-
-def _write_durably(path: Path, header: bytes, state: bytes) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        for part in (header, state):
-            done = 0
-            while done < len(part):
-                done += os.write(fd, memoryview(part)[done:])
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _snapshot_paths(directory: Path) -> list[Path]:

@@ -10,8 +10,8 @@ work and await the result.
 Decisions:
 
 * **One queue, one task.** The engine is single-threaded, so every command from every
-  session and from the operator API goes through one ``asyncio.Queue`` drained by one task.
-  The task takes everything queued (up to :data:`MAX_BATCH`), executes each job, then
+  session and from the operator API goes through one queue (:class:`WorkQueue`) drained by
+  one task. The task takes what is queued (up to :data:`MAX_BATCH`), executes each job, then
   commits **once** for the batch (group commit: ``ExchangePort.commit`` makes the journal
   durable and hands the records it now covers to the projections). Only then does it drain
   the tracker's and the market data's outboxes, route the private messages to the sessions
@@ -26,6 +26,22 @@ Decisions:
 * **Operator jobs are queued too.** Start and end of day, deposits, store reads: anything
   that touches the exchange runs inside the drain task, in order with the orders. A job is
   a function of the port.
+* **Fair between members.** A member's commands wait in the member's own lane, in arrival
+  order; a batch takes one command from each lane in turn (round-robin, the lane that gave
+  last going to the back), so a member with 5,000 commands queued delays another member's
+  order by one command, not by 5,000. Everything else (operator jobs, the hub's own
+  commands: guards, cancel-on-disconnect, dead-man cancels) is a **barrier**: it runs after
+  all work queued before it and before all work queued after it, as in a single FIFO. The
+  members' order among themselves was never promised (their frames race on the network),
+  only each member's own order, which the lanes keep.
+* **Each member's waiting work is bounded** (``member_max_pending``, 4 x ``order_burst`` by
+  default: see :mod:`exchange.gateway.member.budget`). A session command beyond it is not
+  queued (:class:`MemberBusy`; the session answers error 14), except a mass cancel, which
+  takes risk off and is one command however many orders it cancels.
+* **Budgets per member live here**, so that neither more sessions nor reconnecting buys more:
+  the member's frame bucket (:meth:`Hub.member_bucket`) and its error budget
+  (:meth:`Hub.error_budget`, 20 refused frames a minute over all its sessions). Both run on
+  the hub's monotonic clock (``monotonic_ns``; tests freeze it).
 * **Settlement runs in a worker thread while the engine is paused.** Settlement posts to the
   registry and the cash ledger for a while (seconds on a big day), and the journal is not
   thread-safe, so nothing else may touch the exchange meanwhile. The drain task commits what
@@ -73,6 +89,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 from collections.abc import Callable, Iterable
@@ -80,7 +97,8 @@ from collections.abc import Callable, Iterable
 from exchange.config import Config
 from exchange.gateway.guards import UNGUARDED, SessionGuards, effective_guard
 from exchange.gateway.member.auth import Authenticator, CredentialStore
-from exchange.gateway.member.wire import MAX_ERRORS_PER_MINUTE, PrivateMessage, PublicMessage, encode
+from exchange.gateway.member.budget import BudgetLimits, TokenBucket
+from exchange.gateway.member.wire import MAX_ERRORS_PER_MINUTE, ErrorBudget, PrivateMessage, PublicMessage, encode
 from exchange.gateway.port import ExchangePort
 from exchange.gateway.views import GatewayViews
 from exchange.model.commands import MassCancel, SetSessionGuard, SubmitOrder
@@ -121,10 +139,84 @@ class _Work:
     blocking: bool = False  # run in a worker thread with the engine paused
     read_only: bool = False  # a failure is the caller's, not a broken invariant
     started_ns: int = field(default_factory=time.perf_counter_ns)
+    member_id: str | None = None  # the lane it waits in (None: a barrier)
 
 
 class HubStopped(Exception):
     """The hub takes no more work (shutting down, or stopped by a broken invariant)."""
+
+
+class MemberBusy(Exception):
+    """The member already has its maximum of commands waiting for the engine."""
+
+
+Lanes = dict[str, deque[_Work]]  # member -> its waiting work, in arrival order; dict order is the turn
+
+
+class WorkQueue:
+    """Work waiting for the engine: members' lanes taken round-robin, barriers in order.
+
+    The queue is a sequence of parts, each either one barrier job or one set of lanes; a
+    member's work joins the set at the end (a new one after a barrier), so a barrier keeps its
+    place in arrival order against everything, and members take turns between barriers."""
+
+    def __init__(self) -> None:
+        self._parts: deque[_Work | Lanes] = deque()
+        self._waiting: dict[str, int] = {}  # member -> work in its lanes
+        self._ready = asyncio.Event()
+        self.size = 0
+
+    def put(self, work: _Work) -> None:
+        member_id = work.member_id
+        if member_id is None:
+            self._parts.append(work)
+        else:
+            lanes = self._parts[-1] if self._parts else None
+            if not isinstance(lanes, dict):
+                lanes = {}
+                self._parts.append(lanes)
+            lanes.setdefault(member_id, deque()).append(work)
+            self._waiting[member_id] = self._waiting.get(member_id, 0) + 1
+        self.size += 1
+        self._ready.set()
+
+    def waiting(self, member_id: str) -> int:
+        """How many of the member's commands wait (not yet taken into a batch)."""
+        return self._waiting.get(member_id, 0)
+
+    async def take(self, limit: int) -> list[_Work]:
+        """The next batch, at most ``limit`` jobs; waits for the first."""
+        while not self.size:
+            self._ready.clear()
+            await self._ready.wait()
+        batch: list[_Work] = []
+        parts = self._parts
+        while parts and len(batch) < limit:
+            head = parts[0]
+            if isinstance(head, dict):
+                self._take_turns(head, batch, limit)
+                if not head:
+                    parts.popleft()
+            else:
+                parts.popleft()
+                batch.append(head)
+        self.size -= len(batch)
+        return batch
+
+    def _take_turns(self, lanes: Lanes, batch: list[_Work], limit: int) -> None:
+        """One job from each lane in turn; the lane that gave goes to the back."""
+        waiting = self._waiting
+        while lanes and len(batch) < limit:
+            member_id = next(iter(lanes))
+            lane = lanes.pop(member_id)
+            batch.append(lane.popleft())
+            if lane:
+                lanes[member_id] = lane
+            left = waiting[member_id] - 1
+            if left:
+                waiting[member_id] = left
+            else:
+                del waiting[member_id]
 
 
 class Hub:
@@ -134,6 +226,7 @@ class Hub:
         on_credentials_changed: Callable[[], None] | None = None,
         max_errors_per_minute: int = MAX_ERRORS_PER_MINUTE,
         cancel_on_disconnect_grace_s: float = DEFAULT_CANCEL_ON_DISCONNECT_GRACE_S,
+        monotonic_ns: Callable[[], int] = time.monotonic_ns,
     ) -> None:
         assert cancel_on_disconnect_grace_s >= 0, cancel_on_disconnect_grace_s
         self.service = service
@@ -150,6 +243,10 @@ class Hub:
         self.max_connections_per_member = max_connections_per_member
         self.max_outbound = max_outbound
         self.max_errors_per_minute = max_errors_per_minute  # the protocol's 20; tests raise it
+        self.budget_limits = BudgetLimits.of(config)
+        self.monotonic_ns = monotonic_ns  # the budgets' clock
+        self._member_buckets: dict[str, TokenBucket] = {}
+        self._error_budgets: dict[str, ErrorBudget] = {}
         self.on_credentials_changed = on_credentials_changed
         self.symbols = sorted(item.symbol for item in config.listed_instruments())
         self.sessions: dict[str, list[MemberSession]] = {}  # member -> live sessions, oldest first
@@ -163,7 +260,7 @@ class Hub:
         self._journalled: dict[str, tuple[bool, int]] = {
             g.member_id: (g.cancel_on_disconnect, g.dead_man_ms) for g in self.guards}
         self._closing_all = False  # a shutdown: sessions closing change no guard
-        self._queue: asyncio.Queue[_Work] = asyncio.Queue()
+        self._queue = WorkQueue()
         self._task: asyncio.Task | None = None
         self._accepting = False
         self.stopped = asyncio.Event()  # stop() has finished
@@ -171,6 +268,7 @@ class Hub:
         self.tracker.open_outbox()  # live from here: what the engine delivers now is routed
         self.market_data.open_outbox()
         self.metrics.outbound_depths = lambda: [s.outbound_depth for ss in self.sessions.values() for s in ss]
+        self.metrics.queue_depth_of = lambda: self._queue.size
 
     # -- life cycle --------------------------------------------------------------------------
 
@@ -189,7 +287,7 @@ class Hub:
         self._dead_man_ms.clear()
         self._grace.clear()
         if self._task is not None and not self._task.done():
-            await self._queue.put(_Work(_stop_marker, None, asyncio.get_running_loop().create_future()))
+            self._queue.put(_Work(_stop_marker, None, asyncio.get_running_loop().create_future()))
             await asyncio.gather(self._task, return_exceptions=True)
         if self.fatal is None:
             self.service.commit()
@@ -203,12 +301,23 @@ class Hub:
         return await self.enqueue(command)
 
     def enqueue(self, command: Any) -> asyncio.Future:
-        """Queue one engine command now (so a session's commands keep their order without
-        waiting for each other); the future gives its :class:`Applied` record once durable."""
+        """Queue one engine command now, as a barrier (see the module's decisions); the
+        future gives its :class:`Applied` record once durable."""
+        return self._enqueue_command(command, None)
+
+    def enqueue_member(self, command: Any, member_id: str, bounded: bool = True) -> asyncio.Future:
+        """Queue one of a member's commands in the member's lane (so a session's commands keep
+        their order without waiting for each other). :class:`MemberBusy` when ``bounded`` and
+        the member already has ``member_max_pending`` commands waiting."""
+        if bounded and self._queue.waiting(member_id) >= self.budget_limits.member_max_pending:
+            raise MemberBusy(member_id)
+        return self._enqueue_command(command, member_id)
+
+    def _enqueue_command(self, command: Any, member_id: str | None) -> asyncio.Future:
         if not self._accepting:
             raise HubStopped("the exchange is not taking commands")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Work(lambda service: service.execute(command), command, future))
+        self._queue.put(_Work(lambda service: service.execute(command), command, future, member_id=member_id))
         return future
 
     async def run(self, job: Job) -> Any:
@@ -230,18 +339,14 @@ class Hub:
         if not self._accepting:
             raise HubStopped("the exchange is not taking commands")
         future = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait(_Work(job, command, future, blocking, read_only))
-        self.metrics.queue_depth = self._queue.qsize()
+        self._queue.put(_Work(job, command, future, blocking, read_only))
         return await future
 
     # -- the drain task ----------------------------------------------------------------------
 
     async def _drain(self) -> None:
         while True:
-            batch = [await self._queue.get()]
-            while len(batch) < MAX_BATCH and not self._queue.empty():
-                batch.append(self._queue.get_nowait())
-            self.metrics.queue_depth = self._queue.qsize()
+            batch = await self._queue.take(MAX_BATCH)
             if not await self._run_batch(batch):
                 return
 
@@ -339,6 +444,27 @@ class Hub:
     def release_client_order_id(self, member_id: str, client_order_id: str) -> None:
         """The submit never reached the engine (the hub stopped): the id is free again."""
         self._pending.discard((member_id, client_order_id))
+
+    # -- budgets per member --------------------------------------------------------------------
+
+    def member_bucket(self, member_id: str) -> TokenBucket:
+        """The member's frame bucket, shared by all its sessions and kept across reconnects."""
+        bucket = self._member_buckets.get(member_id)
+        if bucket is None:
+            limits = self.budget_limits
+            bucket = self._member_buckets[member_id] = TokenBucket(limits.member_per_second, limits.member_burst)
+        return bucket
+
+    def error_budget(self, member_id: str) -> ErrorBudget:
+        """The member's budget of refused frames, over all its sessions and reconnects."""
+        budget = self._error_budgets.get(member_id)
+        if budget is None:
+            budget = self._error_budgets[member_id] = ErrorBudget(self.max_errors_per_minute)
+        return budget
+
+    def waiting(self, member_id: str) -> int:
+        """How many of the member's commands wait for the engine."""
+        return self._queue.waiting(member_id)
 
     # -- sessions ------------------------------------------------------------------------------
 

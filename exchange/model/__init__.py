@@ -21,6 +21,7 @@ from exchange.model.commands import (
     SetTradingPhase,
     StartDay,
     SubmitOrder,
+    VoidDay,
     Withdraw,
 )
 from exchange.model.enums import (
@@ -43,6 +44,7 @@ from exchange.model.events import (
     CommandRejected,
     DayClosed,
     DayStarted,
+    DayVoided,
     Event,
     FundsDeposited,
     FundsWithdrawn,
@@ -69,7 +71,7 @@ from exchange.model.rejects import RejectReason
 
 __all__ = [
     "AccountKind", "AmendOrder", "AmendRejected", "CancelOrder", "CancelReason", "CancelRejected", "CloseMarket", "CommandName",
-    "Command", "CommandRejected", "DayClosed", "DayStarted", "Deposit", "EndDay", "Event",
+    "Command", "CommandRejected", "DayClosed", "DayStarted", "DayVoided", "Deposit", "EndDay", "Event",
     "FundsDeposited", "FundsWithdrawn", "HaltInstrument", "HoldKind", "HeldPosition", "HoldingLoaded", "Instrument",
     "InstrumentKind", "InstrumentLimitsChanged", "InstrumentStatusChanged", "KillSwitch",
     "LargeHolderThresholdCrossed", "LoadHolding", "MarketStatusChanged", "MassCancel",
@@ -78,5 +80,5 @@ __all__ = [
     "RegisterMember", "RejectReason", "ReopenMarket", "ResumeInstrument", "RiskLimitsChanged",
     "SelfTradePolicy", "SetInstrumentLimits", "SetSessionGuard", "SetMemberStatus", "SetRiskLimits",
     "SetTradingPhase", "Side", "StartDay", "SubmitOrder", "TimeInForce", "TradingPhase",
-    "TradingPhaseChanged", "Withdraw",
+    "TradingPhaseChanged", "VoidDay", "Withdraw",
 ]

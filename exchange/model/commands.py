@@ -22,9 +22,16 @@ from exchange.model.units import MAX_ID, MAX_NOTIONAL_FEN
 MemberId = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+$")]
 ClientOrderId = Annotated[str, msgspec.Meta(max_length=64)]
 OrderId = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+# The shape only, checked when a journal decodes: a journal that holds an impossible date (as
+# older ones could) must still decode, so that the core can refuse it with a numbered reject
+# (DAY_NOT_A_DATE); whether it is a calendar date is ``units.parse_trading_day``'s to say.
 TradingDay = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}$")]
 AmountFen = Annotated[int, msgspec.Meta(ge=-MAX_NOTIONAL_FEN, le=MAX_NOTIONAL_FEN)]
 Limit = Annotated[int, msgspec.Meta(ge=-(2**62), le=2**62)]
+# A clearing house's payment reference: 1 to 64 of letters, digits and _ . : - (enough for a
+# bank reference or a UUID, and nothing that needs quoting in a log line or a CSV); "" is none.
+FUNDS_REFERENCE_PATTERN = r"^[A-Za-z0-9_.:-]*\Z"  # \Z: "$" would let a trailing newline in
+FundsReference = Annotated[str, msgspec.Meta(max_length=64, pattern=FUNDS_REFERENCE_PATTERN)]
 
 
 class SubmitOrder(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
@@ -78,6 +85,18 @@ class EndDay(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unkn
     """Close the trading day: day orders expire, each instrument's close is struck."""
 
 
+class VoidDay(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
+    """Take back a trading day opened by mistake (a wrong date), before anything traded on it.
+
+    ``trading_day`` must name the open day (so a void meant for one day never ends another).
+    Every order accepted since that day's ``StartDay`` is cancelled (its hold released), the
+    phase goes back to post-close and the last trading day back to the one before, so the
+    right date can be opened. A day with a trade is binding: it is ended and settled as it is.
+    The command is journalled like any other, so the void is audited and replays."""
+
+    trading_day: TradingDay
+
+
 _ADMIN = dict(frozen=True, tag=True, array_like=True, forbid_unknown_fields=True)
 
 
@@ -106,17 +125,27 @@ class KillSwitch(msgspec.Struct, **_ADMIN):
 
 
 class Deposit(msgspec.Struct, **_ADMIN):
-    """Cash from the clearing house into the member's available funds."""
+    """Cash from the clearing house into the member's available funds.
+
+    ``reference`` is the clearing house's own id of the payment, unique per member: a retry
+    with a reference the member already used moves nothing and repeats the first outcome
+    (``FundsRetried``); the same reference with another amount, or for a withdrawal, is refused
+    (``REFERENCE_REUSED``). See ``exchange.risk.members``. Empty means no reference: the
+    journals written before references existed hold such deposits and must replay as they
+    did, so the field stays optional here; the operator API requires one."""
 
     member_id: MemberId
     amount_fen: AmountFen
+    reference: FundsReference = ""
 
 
 class Withdraw(msgspec.Struct, **_ADMIN):
-    """Cash out of the member's available funds, to the clearing house."""
+    """Cash out of the member's available funds, to the clearing house. ``reference`` as for
+    ``Deposit``: deposits and withdrawals share one set of references per member."""
 
     member_id: MemberId
     amount_fen: AmountFen
+    reference: FundsReference = ""
 
 
 class LoadHolding(msgspec.Struct, **_ADMIN):
@@ -192,5 +221,5 @@ Command = (
     SubmitOrder | CancelOrder | AmendOrder | MassCancel | StartDay | EndDay | RegisterMember
     | SetMemberStatus | KillSwitch | Deposit | Withdraw | LoadHolding | HaltInstrument
     | ResumeInstrument | CloseMarket | ReopenMarket | SetTradingPhase | SetRiskLimits
-    | SetInstrumentLimits | SetSessionGuard
+    | SetInstrumentLimits | SetSessionGuard | VoidDay
 )

@@ -30,6 +30,7 @@ class CancelReason(enum.IntEnum):
     SELF_TRADE = 4  # self-trade prevention
     PRICE_OUTSIDE_BAND = 5  # a GTC order left outside the new day's band at the open
     KILL_SWITCH = 6  # the member's kill switch was turned on
+    DAY_VOIDED = 7  # accepted on a trading day that was voided (VoidDay)
 
 
 class SelfTradePolicy(enum.IntEnum):
@@ -94,6 +95,7 @@ class CommandName(enum.StrEnum):
     SET_RISK_LIMITS = "SetRiskLimits"
     SET_INSTRUMENT_LIMITS = "SetInstrumentLimits"
     SET_SESSION_GUARD = "SetSessionGuard"
+    VOID_DAY = "VoidDay"
 
 
 class AccountKind(enum.IntEnum):

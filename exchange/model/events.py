@@ -151,6 +151,15 @@ class DayClosed(msgspec.Struct, frozen=True, tag=True):
     next_upper_fen: int
 
 
+class DayVoided(msgspec.Struct, frozen=True, tag=True):
+    """The open day was voided (``VoidDay``): it comes after the cancels of its orders. The
+    last trading day is ``restored_day`` again ("" when the voided day was the first)."""
+
+    trading_day: str
+    restored_day: str
+    cancelled_orders: int
+
+
 class MemberRegistered(msgspec.Struct, frozen=True, tag=True):
     member_id: str
     kind: MemberKind
@@ -167,16 +176,37 @@ class MemberStatusChanged(msgspec.Struct, frozen=True, tag=True):
     killed: bool
 
 
-class FundsDeposited(msgspec.Struct, frozen=True, tag=True):
+# ``omit_defaults``: an event without a reference (journals from before references) keeps
+# the bytes it always had, so the event stream of an old journal does not change.
+class FundsDeposited(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     member_id: str
     amount_fen: int
     available_fen: int
+    reference: str = ""
 
 
-class FundsWithdrawn(msgspec.Struct, frozen=True, tag=True):
+class FundsWithdrawn(msgspec.Struct, frozen=True, tag=True, omit_defaults=True):
     member_id: str
     amount_fen: int
     available_fen: int
+    reference: str = ""
+
+
+class FundsRetried(msgspec.Struct, frozen=True, tag=True):
+    """A deposit or withdrawal whose reference the member already used for the same movement:
+    nothing moved this time. It repeats the first outcome: ``available_fen`` is what the first
+    left available (not what is available now). Projections that move money ignore it."""
+
+    command: CommandName
+    member_id: str
+    reference: str
+    amount_fen: int
+    available_fen: int
+
+    def first(self) -> FundsDeposited | FundsWithdrawn:
+        """The event the first movement under this reference reported."""
+        kind = FundsDeposited if self.command == CommandName.DEPOSIT else FundsWithdrawn
+        return kind(self.member_id, self.amount_fen, self.available_fen, self.reference)
 
 
 class HoldingLoaded(msgspec.Struct, frozen=True, tag=True):
@@ -279,6 +309,7 @@ Event = (
     | MemberStatusChanged
     | FundsDeposited
     | FundsWithdrawn
+    | FundsRetried
     | HoldingLoaded
     | InstrumentStatusChanged
     | MarketStatusChanged
@@ -288,4 +319,5 @@ Event = (
     | LargeHolderThresholdCrossed
     | MemberPosition
     | SessionGuardSet
+    | DayVoided
 )

@@ -4,9 +4,18 @@ Every bound keeps values, and any notional (price x quantity), below 2**63 so th
 PostgreSQL ``BIGINT`` holds them. Decimal strings such as ``"58.20"`` appear only at the
 edges (wire, reports, the CLI summary); :func:`format_fen` and :func:`parse_fen` are the one
 exact conversion, never through ``float``.
+
+A trading day is an ISO date, ``YYYY-MM-DD``: :func:`parse_trading_day` is the one parser the
+core, the operator API and the CLI share, so ``2026-13-45`` is refused everywhere alike. The
+shape alone is not enough (a regular expression let ``2026-13-45`` open, trade and settle,
+and then refuse every real date as not after it); nor is ``date.fromisoformat`` alone, which
+also takes ``20261204`` and ``2026-W49-5`` from Python 3.11 on.
 """
 
 from __future__ import annotations
+
+import re
+from datetime import date
 
 FEN_PER_YUAN = 100
 BASIS_POINTS = 10_000
@@ -64,3 +73,28 @@ def parse_fen(text: str) -> int:
         raise ValueError(f"more than two decimal places: {text!r}")
     value = int(whole) * FEN_PER_YUAN + int(frac.ljust(2, "0") or "0")
     return -value if negative else value
+
+
+_DAY_SHAPE = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")  # ASCII digits: ``\d`` takes any script's
+
+
+def parse_trading_day(text: str) -> date:
+    """``"2026-12-04"`` -> that date; a calendar date in the canonical ``YYYY-MM-DD`` form only.
+
+    Raises ``ValueError`` naming the problem (the shape, or why the calendar has no such day).
+    """
+    if not isinstance(text, str) or not _DAY_SHAPE.fullmatch(text):
+        raise ValueError(f"a trading day is a date written YYYY-MM-DD, not {text!r}")
+    try:
+        return date.fromisoformat(text)
+    except ValueError as error:
+        raise ValueError(f"{text} is not a date on the calendar ({error})") from None
+
+
+def is_trading_day(text: str) -> bool:
+    """Whether ``text`` is a date that :func:`parse_trading_day` accepts."""
+    try:
+        parse_trading_day(text)
+    except ValueError:
+        return False
+    return True

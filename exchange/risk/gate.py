@@ -111,6 +111,13 @@ class RiskGate(PreTradeChecks, OrderBooking):
         self.market.start_day()
         self.members.start_day()
 
+    def void_day(self) -> list[Event]:
+        """Take back a voided day's start (after its orders were cancelled and released).
+
+        The accounts' roll into the day stays: it took the previous day as settled, which the
+        next start would take again, and nothing traded since (a day with trades is binding)."""
+        return self.market.void_day()
+
     def end_day(self, trading_day: str) -> list[MemberPosition]:
         """Close the day: the phase goes to post-close, and each member's closing position
         is reported, sorted by member id, for settlement to post and reconcile against."""

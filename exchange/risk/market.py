@@ -4,7 +4,7 @@ Pure and small on purpose: the pre-trade checks read it on every order, the shel
 and the operators change it by command. The phase follows the day's schedule (pre-open,
 continuous, break, continuous, post-close); a halt keeps resting orders and allows cancels;
 a closure stops all new orders. ``day_number`` counts trading days started: the holding
-period (T+1) is measured in it.
+period (T+1) is measured in it; a voided day (``VoidDay``) is taken back out of the count.
 """
 
 from __future__ import annotations
@@ -63,3 +63,13 @@ class MarketState:
 
     def end_day(self) -> None:
         self.phase = TradingPhase.POST_CLOSE
+
+    def void_day(self) -> list[Event]:
+        """Take back a voided day's start: it does not count as a trading day (so the holding
+        period counts the right ones), and the phase is post-close again, as with no day."""
+        assert self.day_number > 0, "a voided day was started"
+        self.day_number -= 1
+        if self.phase == TradingPhase.POST_CLOSE:
+            return []
+        self.phase = TradingPhase.POST_CLOSE
+        return [TradingPhaseChanged(TradingPhase.POST_CLOSE)]

@@ -65,6 +65,7 @@ DEFAULT_ORDERS = 10_000  # new orders per trading day, over all members
 DEFAULT_WINDOW = 16  # new orders a member keeps unanswered at most
 DEFAULT_START = "2026-11-23"
 LIFTED_ORDER_RATE = 1_000_000  # orders a second and burst, per member, for the compressed day
+LIFTED_DAY_WINDOW = 36_600  # days around today the served run may open (any --start)
 MEMBER_LOGS = "member-logs"
 
 
@@ -134,9 +135,12 @@ def _option_problem(members: int, orders: int, days: int, window: int, start: st
 
 def served_config(config: Config) -> Config:
     """The configuration the served run uses: the same, with the per-member order rate lifted
-    (a trading day runs in seconds here, and the limit is meant for the wall clock)."""
+    (a trading day runs in seconds here, and the limit is meant for the wall clock), and the
+    start of day's window around today lifted (the run opens the days of its own calendar,
+    from ``--start``, whatever today is)."""
     limits = msgspec.structs.replace(config.risk.limits, orders_per_second=LIFTED_ORDER_RATE, order_burst=LIFTED_ORDER_RATE)
-    return msgspec.structs.replace(config, risk=msgspec.structs.replace(config.risk, limits=limits))
+    calendar = msgspec.structs.replace(config.calendar, max_days_from_today=LIFTED_DAY_WINDOW)
+    return msgspec.structs.replace(config, risk=msgspec.structs.replace(config.risk, limits=limits), calendar=calendar)
 
 
 # -- the run -------------------------------------------------------------------------------------
@@ -243,7 +247,8 @@ class ServedSimulation:
         admission = {"member_id": plan.member_id, "kind": plan.kind.name.lower(),
                      "annual_allocation_t": plan.annual_allocation_t, "linked_group": plan.linked_group}
         await operator.ok("POST", "/members", "admin", admission)
-        await operator.ok("POST", "/clearing/deposits", "clearing", {"member_id": plan.member_id, "amount_fen": CASH_PER_MEMBER_FEN})
+        await operator.ok("POST", "/clearing/deposits", "clearing",
+                          {"member_id": plan.member_id, "amount_fen": CASH_PER_MEMBER_FEN, "reference": "opening"})
         issued = await operator.ok("POST", f"/members/{plan.member_id}/credentials", "admin")
         self.clients.append(SimMember(plan.member_id, plan.style, self.result.seed, self.symbols, self.window, self.progress))
         return issued["key_id"], bytes.fromhex(issued["secret"])

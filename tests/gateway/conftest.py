@@ -19,7 +19,7 @@ import aiohttp
 import msgspec
 import pytest_asyncio
 
-from exchange.config import Config, EngineConfig, LimitsConfig, RiskConfig
+from exchange.config import CalendarConfig, Config, EngineConfig, LimitsConfig, RiskConfig
 from exchange.gateway.hub import Hub
 from exchange.gateway.member.auth import sign_logon
 from exchange.gateway.server import GatewayServer
@@ -35,10 +35,23 @@ HOLDING_T = 10_000_000
 
 def fast_config(snapshot_every: int | None = None) -> Config:
     """The default market, with order rates high enough for the load tests (and, if given,
-    an engine snapshot every so many commands)."""
+    an engine snapshot every so many commands). The tests open the fixed ``DAY``, so the
+    start of day's window around today is lifted (tests/test_trading_days.py tests it)."""
     limits = LimitsConfig(orders_per_second=10**6, order_burst=10**6, max_open_orders=10**6)
     engine = EngineConfig() if snapshot_every is None else EngineConfig(snapshot_every_commands=snapshot_every)
-    return Config(risk=RiskConfig(position_limit_t=10**9, limits=limits), engine=engine)
+    return Config(risk=RiskConfig(position_limit_t=10**9, limits=limits), engine=engine,
+                  calendar=CalendarConfig(max_days_from_today=FIXED_DAY_WINDOW))
+
+
+FIXED_DAY_WINDOW = 36_600  # days: any fixed test date is "near" today
+
+
+def fixed_day_config_file(directory: Path) -> str:
+    """A configuration file for an ``exchange serve`` process that opens the fixed ``DAY``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / "fixed-day.toml"
+    path.write_text(f"[calendar]\nmax_days_from_today = {FIXED_DAY_WINDOW}\n")
+    return str(path)
 
 
 @dataclass

@@ -6,17 +6,19 @@ from __future__ import annotations
 
 import re
 
+import msgspec
 import pytest
 
 from exchange.gateway.member import wire
 from exchange.gateway.operator import roles
-from exchange.gateway.operator.api import ROUTES
+from exchange.gateway.operator.api import ROUTES, TOKENS
 from tests.gateway.conftest import DAY, SYMBOL, Member, logged_on, logon_frame
 
 pytestmark = pytest.mark.asyncio
 
 SAMPLE_PARAMS = {"member_id": "M1", "key_id": "0000000000000000", "instrument": SYMBOL,
-                 "trading_day": DAY, "name": "settlement-report.json"}
+                 "trading_day": DAY, "name": "settlement-report.json", "role": roles.REGULATOR}
+ROTATE = ("POST", "/admin/tokens/{role}/rotate")
 OPERATOR_ENDPOINTS = sorted(key for key in roles.ENDPOINTS if key != ("GET", "/ws"))
 
 
@@ -40,21 +42,27 @@ async def test_every_route_is_in_the_role_table_and_back() -> None:
 async def test_operator_matrix(served, http) -> None:
     await served.add_member("M1")
     before = served.hub.service.last_seq
+    tokens = dict(served.tokens)  # a rotation (the admin's, of the regulator's token) moves one
+    in_force = served.server.app[TOKENS]
     refused = allowed = 0
     for method, template in OPERATOR_ENDPOINTS:
         for role in (*roles.OPERATOR_ROLES, roles.ANONYMOUS, "bad-token"):
             permitted = role in roles.ENDPOINTS[(method, template)]
-            seq = served.hub.service.last_seq
-            async with http.request(method, served.url + sample_path(template), headers=headers_for(role, served.tokens), data=b"{}") as response:
+            seq, newest = served.hub.service.last_seq, in_force.newest()
+            async with http.request(method, served.url + sample_path(template), headers=headers_for(role, tokens), data=b"{}") as response:
                 body = await response.read()
             label = f"{method} {template} as {role}: {response.status} {body[:120]!r}"
             if permitted:
                 allowed += 1
                 assert response.status not in (401, 403), label
+                if (method, template) == ROTATE:
+                    rotated = msgspec.json.decode(body)
+                    tokens[rotated["role"]] = rotated["token"]
             else:
                 refused += 1
                 assert response.status == (401 if role in (roles.ANONYMOUS, "bad-token") else 403), label
                 assert served.hub.service.last_seq == seq, f"refused but changed the state: {label}"
+                assert in_force.newest() == newest, f"refused but changed the tokens: {label}"
     assert refused > allowed > 20
     assert served.hub.service.last_seq >= before
 

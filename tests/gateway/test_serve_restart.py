@@ -18,7 +18,7 @@ import pytest
 from exchange.app import build_core
 from exchange.config import Config
 from exchange.engine import FileJournal, decode_command
-from tests.gateway.conftest import DAY, Member, call, open_registry_account, order
+from tests.gateway.conftest import DAY, Member, call, fixed_day_config_file, open_registry_account, order
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -27,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[2]
 async def start_serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
     process = subprocess.Popen(
         [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
-         "--port", "0", "--data-dir", str(data_dir)],
+         "--port", "0", "--data-dir", str(data_dir), "--config", fixed_day_config_file(data_dir.parent)],
         cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
     )
     assert process.stdout is not None  # stdout=PIPE
@@ -56,7 +56,7 @@ async def test_sigkill_then_restart_recovers_the_journals_state(tmp_path: Path) 
         async with aiohttp.ClientSession() as http:
             await call(http, url, admin, "POST", "/members", {"member_id": "R1", "kind": "voluntary"})
             issued = await call(http, url, admin, "POST", "/members/R1/credentials")
-            await call(http, url, clearing, "POST", "/clearing/deposits", {"member_id": "R1", "amount_fen": 10**10})
+            await call(http, url, clearing, "POST", "/clearing/deposits", {"member_id": "R1", "amount_fen": 10**10, "reference": "R1-1"})
             async with http.post(url + "/clearing/start-of-day", json={"trading_day": DAY},
                                  headers={"Authorization": f"Bearer {clearing}"}) as response:
                 assert response.status == 409  # no registry account yet: refused, nothing changed

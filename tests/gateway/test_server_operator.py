@@ -51,8 +51,8 @@ async def test_members_and_credentials_survive_a_restart(tmp_path, http) -> None
 
 async def test_a_trading_day_through_the_api(served, http) -> None:
     buyer, seller = await served.add_member("B1"), await served.add_member("S1")
-    await call(http, served, "clearing", "POST", "/clearing/deposits", {"member_id": "B1", "amount_fen": 100})
-    await call(http, served, "clearing", "POST", "/clearing/withdrawals", {"member_id": "B1", "amount_fen": 100})
+    await call(http, served, "clearing", "POST", "/clearing/deposits", {"member_id": "B1", "amount_fen": 100, "reference": "B1-D1"})
+    await call(http, served, "clearing", "POST", "/clearing/withdrawals", {"member_id": "B1", "amount_fen": 100, "reference": "B1-W1"})
     await call(http, served, "clearing", "POST", "/clearing/start-of-day", {"trading_day": DAY})
     await call(http, served, "clearing", "POST", "/clearing/start-of-day", {"trading_day": DAY}, status=409)
     await call(http, served, "admin", "POST", "/market/phase", {"phase": "continuous"})

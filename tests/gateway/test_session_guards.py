@@ -29,7 +29,8 @@ from exchange.model.events import OrderCancelled, SessionGuardSet
 from exchange.model.stream import Applied
 from exchange.serve import compose
 from tests.gateway.conftest import (
-    DAY, Member, call, fast_config, logged_on, open_registry_account, order, start_served, stop_served,
+    DAY, Member, call, fast_config, fixed_day_config_file, logged_on, open_registry_account, order, start_served,
+    stop_served,
 )
 
 pytestmark = pytest.mark.asyncio
@@ -50,7 +51,7 @@ class Serve:
     async def start(cls, data_dir: Path, *options: str) -> Serve:
         process = subprocess.Popen(
             [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
-             "--port", "0", "--data-dir", str(data_dir), *options],
+             "--port", "0", "--data-dir", str(data_dir), "--config", fixed_day_config_file(data_dir.parent), *options],
             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
         )
         assert process.stdout is not None  # stdout=PIPE
@@ -82,7 +83,7 @@ async def open_market(http: aiohttp.ClientSession, serve: Serve, data_dir: Path,
     admin, clearing = tokens["admin"], tokens["clearing"]
     await call(http, serve.url, admin, "POST", "/members", {"member_id": member_id, "kind": "voluntary"})
     issued = await call(http, serve.url, admin, "POST", f"/members/{member_id}/credentials")
-    await call(http, serve.url, clearing, "POST", "/clearing/deposits", {"member_id": member_id, "amount_fen": 10**10})
+    await call(http, serve.url, clearing, "POST", "/clearing/deposits", {"member_id": member_id, "amount_fen": 10**10, "reference": "opening"})
     open_registry_account(data_dir, member_id)
     await call(http, serve.url, clearing, "POST", "/clearing/start-of-day", {"trading_day": DAY})
     await call(http, serve.url, admin, "POST", "/market/phase", {"phase": "continuous"})

@@ -547,3 +547,65 @@ def test_fuzz_twenty_thousand_structurally_mutated_frames() -> None:
 def test_the_decoders_are_built_once() -> None:
     assert isinstance(wire._inbound_decoder, msgspec.json.Decoder)
     assert isinstance(wire._outbound_decoder, msgspec.json.Decoder)
+
+
+# -- duplicate keys (issue 10, finding 7) ------------------------------------------------------
+
+
+def with_key_twice(body: dict, key: str, first: object) -> str:
+    """``body`` as JSON with ``key`` given twice: ``first``, then the body's own value last."""
+    pairs = [f"{json.dumps(key)}: {json.dumps(first)}"] + [f"{json.dumps(k)}: {json.dumps(v)}" for k, v in body.items()]
+    return "{" + ", ".join(pairs) + "}"
+
+
+@pytest.mark.parametrize("body", VALID_FRAMES, ids=lambda body: str(body["type"]))
+def test_a_key_given_twice_is_refused_naming_it_in_every_message(body: dict) -> None:
+    for key, value in body.items():
+        assert refusal(with_key_twice(body, key, value)) == (ErrorCode.INVALID_FIELD, key), key
+
+
+def test_a_key_given_twice_is_refused_however_it_is_written() -> None:
+    assert refusal(b'{"type":"new_order","client_order_id":"a:b:c","instrument":"CEA-2025","side":"buy",'
+                   b'"qty":1,"price":"58.20","qty":90000}') == (ErrorCode.INVALID_FIELD, "qty")
+    assert refusal(b'{"type":"new_order","client_order_id":"a","instrument":"CEA-2025","side":"buy",'
+                   b'"q\\u0074y":1,"price":"58.20","qty":90000}') == (ErrorCode.INVALID_FIELD, "qty")
+    assert refusal(b'{"type":"new_order","client_order_id":"order_type","instrument":"CEA-2025","side":"buy",'
+                   b'"qty":1,"price":"58.20","qty":2}') == (ErrorCode.INVALID_FIELD, "qty")
+    assert refusal(b'{"type" : "mass_cancel", "instrument" : null, "instrument" : "CCER"}') == (ErrorCode.INVALID_FIELD, "instrument")
+    assert refusal(b'{"type":"cancel","type":"new_order","client_order_id":"a","instrument":"CEA-2025",'
+                   b'"side":"buy","qty":1,"price":"58.20"}')[1] == "type"  # msgspec itself refuses a second tag
+
+
+def test_frames_that_fail_the_fast_check_without_a_duplicate_still_decode() -> None:
+    for text in (
+        '{"type" : "mass_cancel" , "instrument" : null}',
+        '{"type":"new_order","client_order_id":"a\\u003ab","instrument":"CEA-2025","side":"buy","qty":1,"price":"58.20"}',
+        '{"type":"new_order","client_order_id":"order_type","instrument":"CEA-2025","side":"buy","qty":1,"price":"58.20"}',
+        '{"type":"logon","key_id":"k","timestamp_ms":1,"nonce":"nnnnnnnnnnnnnnnn","signature":"' + SIG + '","heartbeat_s" :5}',
+    ):
+        decode_inbound(text)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(inbound_messages)
+def test_a_normal_frame_is_proved_clean_by_the_fast_check(message) -> None:
+    """What clients send (msgspec or json.dumps, defaults written out or left out) never
+    needs the second parse: the fast check is what every ordinary frame costs."""
+    for data in (encode(message), json.dumps(json.loads(encode(message)), separators=(",", ":")).encode()):
+        assert wire._keys_distinct(data, decode_inbound(data)), data
+    fields = type(message).__struct_fields__
+    optional = set(fields[len(fields) - len(type(message).__struct_defaults__):])
+    required = {k: v for k, v in json.loads(encode(message)).items() if k not in optional}
+    try:
+        compact = json.dumps(required, separators=(",", ":")).encode()
+        assert wire._keys_distinct(compact, decode_inbound(compact)), compact
+    except WireError:
+        pass  # leaving a field out may make another one wrong (a limit order's price)
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow], deadline=None)
+@given(inbound_messages, st.data())
+def test_any_valid_message_with_a_key_given_twice_is_refused(message, data) -> None:
+    body = json.loads(encode(message))
+    key = data.draw(st.sampled_from(sorted(body)))
+    assert refusal(with_key_twice(body, key, body[key])) == (ErrorCode.INVALID_FIELD, key)

@@ -50,6 +50,7 @@ from exchange.model.events import (
     AmendRejected,
     CancelRejected,
     DayStarted,
+    DayVoided,
     OrderAccepted,
     OrderAmended,
     OrderCancelled,
@@ -198,6 +199,8 @@ class OrderTracker:
                     out.append((event.member_id, self._cancel_reject("amend", event)))
                 case DayStarted():
                     self._start_day(event.trading_day)
+                case DayVoided():
+                    self.trading_day = event.restored_day  # the next start rolls the voided day's orders away
         if self.outbox is not None:
             seq = applied.seq
             self.outbox.extend((seq, member_id, message) for member_id, message in out)

@@ -10,11 +10,24 @@ Decisions:
   (error 6, the decoding error, or error 12) and the connection closed. A logon beyond the
   member's connection limit is answered with error 7 and closed (``too_many_connections``).
 * **Bad input is answered, within a budget.** Each malformed frame (error codes 1-7 and 11)
-  is answered with an ``error`` naming the field and spends one unit of the session's
-  :class:`ErrorBudget` (20 a minute); past it the frame is answered with error 10, then
-  ``session_closing`` (``too_many_errors``). A duplicate client order id (8) or an unknown
-  order (9) is a business answer and costs nothing. Nothing a frame says reaches the engine
-  unless it decoded completely: there is no half-applied command.
+  is answered with an ``error`` naming the field and spends one unit of the member's
+  :class:`ErrorBudget` (20 a minute over all its sessions, kept by the hub, so reconnecting
+  does not reset it); past it the frame is answered with error 10, then ``session_closing``
+  (``too_many_errors``). A duplicate client order id (8) or an unknown order (9) is a
+  business answer and costs nothing. Nothing a frame says reaches the engine unless it
+  decoded completely: there is no half-applied command.
+* **Floods are answered in the gateway** (:mod:`exchange.gateway.member.budget`). After logon
+  every well-formed frame spends one token of the session's frame bucket and one of its
+  member's; a frame over either is answered with error 13 (``THROTTLED``: the problem names
+  the message and its client order id) and nothing of it is queued, journalled or tracked
+  (the client order id stays free); the session then stops reading until the budget has
+  room for one frame again, so the client's socket pushes back. A command beyond the
+  member's bound of commands waiting for the engine is answered with error 14
+  (``TOO_MANY_PENDING``), a mass cancel excepted. A cancel or amend of an order that is not
+  the member's live order on that instrument (per the tracker: unknown, another member's,
+  finished, or on another instrument) is answered with a ``cancel_reject`` 109 (501 for an
+  unlisted instrument), as the engine would answer it, without troubling the engine; an
+  order the tracker still shows live goes on, and the engine has the last word.
 * **Frame size.** Frames up to 64 KiB are parsed; a frame from 64 KiB to
   :data:`HARD_FRAME_LIMIT` is answered with error 5 and dropped unparsed; aiohttp closes the
   connection (WebSocket code 1009) on anything larger, which it cannot read without buffering.
@@ -45,18 +58,21 @@ import logging
 import secrets
 import time
 from collections import deque
+from typing import Literal
 
 import msgspec
 from aiohttp import WSMsgType, web
 
-from exchange.gateway.hub import Hub, HubStopped
+from exchange.gateway.hub import Hub, HubStopped, MemberBusy
 from exchange.gateway.member import wire
 from exchange.gateway.member.auth import AuthError
-from exchange.gateway.member.orders import TrackedOrder, execution_report, unknown_client_order_reject
+from exchange.gateway.member.budget import FrameBudget, TokenBucket
+from exchange.gateway.member.orders import TrackedOrder, execution_report
 from exchange.gateway.operator.roles import ANONYMOUS, MEMBER, message_allowed
 from exchange.gateway.member.wire import (
     AmendRequest,
     CancelAfter,
+    CancelReject,
     CancelRequest,
     ErrorBudget,
     ErrorCode,
@@ -72,6 +88,7 @@ from exchange.gateway.member.wire import (
     Unsubscribe,
     WireError,
 )
+from exchange.model.rejects import RejectReason
 
 log = logging.getLogger("exchange.gateway.member.session")
 
@@ -102,7 +119,9 @@ class Session:
         self.cancel_on_disconnect = True
         self.heartbeat_s = wire.DEFAULT_HEARTBEAT_S
         self.subscriptions: set[str] = set()
-        self.budget = ErrorBudget(hub.max_errors_per_minute)
+        self.error_budget: ErrorBudget | None = None  # the member's, from logon
+        self.frames: FrameBudget | None = None  # the session's and the member's, from logon
+        self._pause_s = 0.0  # set by an over-budget frame: stop reading this long
         self.session_seq = 0
         self.closing: str | None = None
         self._cancel_orders = True
@@ -127,6 +146,9 @@ class Session:
                 self._on_frame(message)
                 if self.closing:
                     break
+                if self._pause_s:  # over budget: let the client's socket hold what follows
+                    pause, self._pause_s = self._pause_s, 0.0
+                    await asyncio.sleep(pause)
         except Exception:  # noqa: BLE001 - a connection's failure must not reach aiohttp's log as ours
             log.exception("%r: reading failed", self)
         finally:
@@ -243,8 +265,19 @@ class Session:
             self._refuse(WireError(ErrorCode.NOT_LOGGED_ON, None, "log on first"))
         elif not message_allowed(kind, self.role):
             self._refuse(WireError(ErrorCode.NOT_ALLOWED, "type", f"{kind} is not allowed now"))
-        else:
+        elif self.frames is None or self._within_budget(message, kind):
             self._dispatch(message)
+
+    def _within_budget(self, message: wire.InboundMessage, kind: str) -> bool:
+        """Spend one frame; over budget, answer error 13, pause reading, and say False."""
+        assert self.frames is not None
+        empty = self.frames.spend(self.hub.monotonic_ns())
+        if empty is None:
+            return True
+        self.hub.metrics.gateway_refusals[f"{empty}_budget"] += 1
+        self.send_private(wire.Error(int(ErrorCode.THROTTLED), None, f"over the {empty}'s frame budget: {_named(message, kind)} was not taken"))
+        self._pause_s = self.frames.wait_s()
+        return False
 
     def _refuse(self, error: WireError) -> None:
         """Answer a refused frame; before logon, or past the error budget, close."""
@@ -252,7 +285,7 @@ class Session:
         if self.role == ANONYMOUS:
             self.send_private(error.to_message())
             self.close("not_logged_on" if error.code == ErrorCode.NOT_LOGGED_ON else "logon_refused")
-        elif self.budget.spend(self.hub.now_ms()):
+        elif self.error_budget is None or self.error_budget.spend(self.hub.monotonic_ns() // 1_000_000):
             self.send_private(error.to_message())
         else:
             self.send_private(wire.Error(int(ErrorCode.TOO_MANY_ERRORS), error.field, "too many refused frames in a minute"))
@@ -268,8 +301,8 @@ class Session:
                 self._cancel(message)
             case AmendRequest():
                 self._amend(message)
-            case MassCancelRequest():
-                self._enqueue(wire.mass_cancel_command(message, self.member_id))
+            case MassCancelRequest():  # takes risk off: never refused for the member's backlog
+                self._enqueue(wire.mass_cancel_command(message, self.member_id), "mass_cancel", bounded=False)
             case OrderStatusRequest():
                 self._order_status(message)
             case Subscribe():
@@ -298,6 +331,9 @@ class Session:
             self.close("too_many_connections")
             return
         self.member_id, self.key_id, self.role = member_id, logon.key_id, MEMBER
+        limits = hub.budget_limits
+        self.frames = FrameBudget(TokenBucket(limits.session_per_second, limits.session_burst), hub.member_bucket(member_id))
+        self.error_budget = hub.error_budget(member_id)
         self.cancel_on_disconnect, self.heartbeat_s = logon.cancel_on_disconnect, logon.heartbeat_s
         hub.add_session(self)
         self.send_private(LogonAck(member_id, self.session_id, self.heartbeat_s, hub.trading_day))
@@ -318,7 +354,7 @@ class Session:
             return
         started_ns = time.perf_counter_ns()
         command = wire.submit_command(message, self.member_id)
-        future = self._enqueue(command)
+        future = self._enqueue(command, _named(message, "new_order"))
         if future is None:
             hub.release_client_order_id(self.member_id, message.client_order_id)
             return
@@ -331,22 +367,41 @@ class Session:
         self.hub.metrics.order_ack_latency.observe((time.perf_counter_ns() - started_ns) / 1e9)
 
     def _cancel(self, message: CancelRequest) -> None:
-        order_id = self.hub.tracker.resolve(self.member_id, message)
-        if order_id is None:
-            self.send_private(unknown_client_order_reject(message))
-        else:
-            self._enqueue(wire.cancel_command(message, self.member_id, order_id))
+        order = self._live_order(message)
+        if order is not None:
+            self._enqueue(wire.cancel_command(message, self.member_id, order.order_id), _named(message, "cancel"))  # type: ignore[arg-type]
 
     def _amend(self, message: AmendRequest) -> None:
-        order_id = self.hub.tracker.resolve(self.member_id, message)
-        if order_id is None:
-            self.send_private(unknown_client_order_reject(message))
-        else:
-            self._enqueue(wire.amend_command(message, self.member_id, order_id))
+        order = self._live_order(message)
+        if order is not None:
+            self._enqueue(wire.amend_command(message, self.member_id, order.order_id), _named(message, "amend"))  # type: ignore[arg-type]
 
-    def _enqueue(self, command) -> asyncio.Future | None:
+    def _live_order(self, message: CancelRequest | AmendRequest) -> TrackedOrder | None:
+        """The member's live order the message names on its instrument; else None, answered
+        here with the reject the engine would give (nothing is journalled for it)."""
+        tracker = self.hub.tracker
+        if message.order_id is not wire.UNSET:
+            order = tracker.order(self.member_id, message.order_id)
+        else:
+            order = tracker.lookup_client_order(self.member_id, message.client_order_id)  # type: ignore[arg-type]
+        if order is not None and order.is_open and order.instrument == message.instrument:
+            return order
+        self.hub.metrics.gateway_refusals["order_not_live"] += 1
+        self.send_private(_not_live_reject(message, order, message.instrument in self.hub.symbols))
+        return None
+
+    def _enqueue(self, command, what: str, bounded: bool = True) -> asyncio.Future | None:
+        """Queue a command in the member's lane; None when it was not (answered, or closing).
+        ``what`` names the frame in a refusal."""
         try:
-            future = self.hub.enqueue(command)
+            future = self.hub.enqueue_member(command, self.member_id, bounded)
+        except MemberBusy:
+            self.hub.metrics.gateway_refusals["member_pending"] += 1
+            limit = self.hub.budget_limits.member_max_pending
+            self.send_private(wire.Error(
+                int(ErrorCode.TOO_MANY_PENDING), None,
+                f"the member has {limit} commands waiting for the exchange: {what} was not taken"))
+            return None
         except HubStopped:
             self.close("server_shutdown", cancel_orders=False)
             return None
@@ -375,6 +430,27 @@ class Session:
             hub.subscribe(self, instrument)
             self.send_frame(wire.encode(hub.market_data.status(instrument)))
             self.send_frame(wire.encode(hub.market_data.snapshot(instrument)))
+
+
+def _named(message: wire.InboundMessage, kind: str) -> str:
+    """The message as a refusal names it: its type and, if it has one, its client order id."""
+    client_order_id = getattr(message, "client_order_id", wire.UNSET)
+    return kind if client_order_id is wire.UNSET else f"{kind} {client_order_id}"
+
+
+def _not_live_reject(message: CancelRequest | AmendRequest, own: TrackedOrder | None, listed: bool) -> CancelReject:
+    """What the engine answers a cancel or amend of an order that is not the member's live
+    one: 109 (102 for an unlisted instrument), naming the member's own order if it has it."""
+    reason = RejectReason.UNKNOWN_ORDER if listed else RejectReason.UNKNOWN_INSTRUMENT
+    order_id: int | None
+    client_order_id: str | None
+    if own is not None:
+        order_id, client_order_id = own.order_id, own.client_order_id
+    else:
+        order_id = None if message.order_id is wire.UNSET else message.order_id
+        client_order_id = None if message.client_order_id is wire.UNSET else message.client_order_id
+    response_to: Literal["cancel", "amend"] = "cancel" if isinstance(message, CancelRequest) else "amend"
+    return CancelReject(response_to, order_id, client_order_id, message.instrument, int(reason), reason.text)
 
 
 def wire_report(order: TrackedOrder) -> wire.ExecutionReport:

@@ -24,18 +24,44 @@ Decisions:
   The credential records are saved to the data directory after every issue and revoke.
   Revoking a key also ends the sessions logged on with it.
 * **Money in fen (integers, ``_fen``), prices as two-place strings**, as on the member wire.
+* **Trading days are dates**, read by the one parser (``units.parse_trading_day``) in every
+  body, path and query: ``2026-13-45`` is 400 naming ``trading_day``. The start of day also
+  refuses (400) a date more than ``[calendar] max_days_from_today`` (7) days before or after
+  today's date in exchange time (the hub's clock): a typo such as ``2062-11-25`` would
+  otherwise open, and then every real date would be "not after the last trading day". The
+  core has no clock; it refuses only what is no date at all (reject 506).
+* **A day opened by mistake is voided, not edited** (``POST /market/void-day``, the
+  admin's): a journalled ``VoidDay`` naming the open day, which cancels the day's orders and
+  puts the last trading day back, so the right date can be opened. A day with a trade is
+  binding (409, code 509): it is ended and settled as it is.
+* **Role tokens rotate through the API** (``POST /admin/tokens/{role}/rotate``; rules in
+  :mod:`exchange.gateway.operator.roles`): the old token stops at once unless an overlap is
+  asked, the new one may expire, and the file is rewritten before the new token is in force.
+  An expired token is 401 saying so. The response is the only place the new token is shown.
+* **No traceback for a malformed request.** Invalid UTF-8 in a body or a token is 400 or
+  401, a body over the size limit 413, each as the JSON error; HTTP that does not parse is
+  logged as one line (:class:`RequestLog`), not a traceback. Only a handler's bug is logged
+  with its traceback, and answered 500 as JSON.
+* **Deposits and withdrawals are idempotent by reference.** The body must carry the clearing
+  house's ``reference`` (1 to 64 of letters, digits, ``_ . : -``; 400 naming the field when
+  missing or malformed). A retry with a reference the member already used answers 200 with
+  the first outcome and ``"duplicate": true``, and moves nothing; the reference reused with
+  another amount or direction is 409 with code 223 and ``"field": "reference"``. The engine
+  decides (the references are part of its state), so a retry racing its original is answered
+  the same way as one that comes later.
 """
 
 from __future__ import annotations
 
-import hmac
 import logging
 import re
+from datetime import date, timedelta
 from typing import Annotated, Any, Literal
 from collections.abc import Awaitable, Callable
 
 import msgspec
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 from aiohttp.web_urldispatcher import MatchInfoError
 
 from exchange.gateway.hub import Hub, HubStopped, events_of, rejected
@@ -53,21 +79,25 @@ from exchange.model.commands import (
     ResumeInstrument,
     SetMemberStatus,
     SetTradingPhase,
+    VoidDay,
     Withdraw,
 )
 from exchange.model.enums import MemberKind, MemberStatus, TradingPhase
+from exchange.model.events import FundsRetried
 from exchange.model.rejects import RejectReason
-from exchange.model.units import MAX_NOTIONAL_FEN, MAX_QTY_T
+from exchange.model.units import MAX_NOTIONAL_FEN, MAX_QTY_T, parse_trading_day
 
 log = logging.getLogger("exchange.gateway.operator.api")
 
 HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
-TOKENS: web.AppKey[dict] = web.AppKey("operator_tokens", dict)
+TOKENS: web.AppKey[roles.OperatorTokens] = web.AppKey("operator_tokens", roles.OperatorTokens)
+SAVE_TOKENS: web.AppKey[Callable[[bytes], None]] = web.AppKey("save_operator_tokens")
 ROLE: web.RequestKey[str] = web.RequestKey("role", str)
 
 MemberIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+\Z")]
-TradingDayText = Annotated[str, msgspec.Meta(pattern=r"^\d{4}-\d{2}-\d{2}\Z")]
+TradingDayText = Annotated[str, msgspec.Meta(max_length=64)]  # a date: parse_trading_day says
 AmountFen = Annotated[int, msgspec.Meta(ge=1, le=MAX_NOTIONAL_FEN)]
+ReferenceText = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.:-]+\Z")]
 _BODY = dict(forbid_unknown_fields=True, frozen=True)
 
 # -- request bodies --------------------------------------------------------------------------
@@ -85,12 +115,24 @@ class ChangeStatus(msgspec.Struct, **_BODY):
 
 
 class CashMovement(msgspec.Struct, **_BODY):
+    """A deposit or withdrawal. ``reference`` is required: the clearing house's id of the
+    payment, unique per member, which makes a retry after a lost answer harmless."""
+
     member_id: MemberIdText
     amount_fen: AmountFen
+    reference: ReferenceText
 
 
 class TradingDayRequest(msgspec.Struct, **_BODY):
     trading_day: TradingDayText
+
+
+class RotateToken(msgspec.Struct, **_BODY):
+    """``overlap_s``: how long the old token(s) keep working (0: they stop now).
+    ``expires_in_s``: the new token's lifetime (absent: ``[operator] token_lifetime_days``)."""
+
+    overlap_s: Annotated[int, msgspec.Meta(ge=0, le=roles.MAX_OVERLAP_MS // 1000)] = 0
+    expires_in_s: Annotated[int, msgspec.Meta(ge=60, le=3_660 * 86_400)] | None = None
 
 
 class PhaseRequest(msgspec.Struct, **_BODY):
@@ -110,6 +152,14 @@ class EventsBody(msgspec.Struct):
     """What a command did: its events, as the engine reported them."""
 
     events: list[dict]
+
+
+class CashMovementBody(msgspec.Struct):
+    """A deposit's or withdrawal's answer: its event; for a retry (``duplicate``), the event
+    the first movement under that reference reported, nothing having moved again."""
+
+    events: list[dict]
+    duplicate: bool
 
 
 class Health(msgspec.Struct):
@@ -201,6 +251,25 @@ class AlertView(msgspec.Struct):
     limit_t: int
 
 
+class TokenView(msgspec.Struct):
+    fingerprint: str  # the first 16 hex digits of the token's SHA-256; never the token
+    expires_ms: int | None
+    valid: bool
+
+
+class RoleTokensView(msgspec.Struct):
+    role: str
+    tokens: list[TokenView]  # newest first
+
+
+class RotatedTokenBody(msgspec.Struct):
+    role: str
+    token: str  # shown once
+    fingerprint: str
+    expires_ms: int | None
+    previous_valid_until_ms: int | None  # None: the old token(s) stopped at once
+
+
 class ApiError(Exception):
     def __init__(self, status: int, error: str, field: str | None = None, code: int | None = None) -> None:
         super().__init__(error)
@@ -229,21 +298,34 @@ async def decode_body(request: web.Request, kind: type) -> Any:
         raise ApiError(400, problem.problem, problem.field) from None
     except msgspec.DecodeError as error:
         raise ApiError(400, f"the body is not JSON: {error}") from None
+    except UnicodeDecodeError as error:  # msgspec checks strings' UTF-8 after the JSON syntax
+        raise ApiError(400, f"the body is not UTF-8: byte {error.start} is not valid") from None
 
 
-def role_of(request: web.Request, tokens: dict[str, str]) -> str | None:
-    """The caller's role: ``anonymous`` without a header, None for a token that is no one's."""
+def trading_day_of(text: str, field: str = "trading_day") -> str:
+    """A trading day from a body, path or query; 400 naming the field if it is no date."""
+    try:
+        return parse_trading_day(text).isoformat()
+    except ValueError as error:
+        raise ApiError(400, str(error), field) from None
+
+
+def role_of(request: web.Request, tokens: roles.OperatorTokens, now_ms: int) -> tuple[str | None, str]:
+    """The caller's role (``anonymous`` without a header), or None and why not."""
     header = request.headers.get("Authorization")
     if header is None:
-        return roles.ANONYMOUS
+        return roles.ANONYMOUS, ""
     scheme, _, token = header.partition(" ")
     if scheme != "Bearer" or not token:
-        return None
-    found = None
-    for role, expected in sorted(tokens.items()):
-        if hmac.compare_digest(token.encode(), expected.encode()):
-            found = role
-    return found
+        return None, "invalid token"
+    # aiohttp keeps undecodable header bytes as surrogates: give them back as the bytes they were
+    found = tokens.find(token.encode("utf-8", "surrogateescape"))
+    if found is None:
+        return None, "invalid token"
+    role, entry = found
+    if not entry.valid_at(now_ms):
+        return None, f"the {role} token has expired (rotate it: POST /admin/tokens/{role}/rotate)"
+    return role, ""
 
 
 @web.middleware
@@ -254,9 +336,9 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
         status = match_info.http_exception.status
         return error_response(status, "no such endpoint" if status == 404 else "method not allowed")
     template = match_info.route.resource.canonical if match_info.route.resource else ""
-    role = role_of(request, request.app[TOKENS])
+    role, problem = role_of(request, request.app[TOKENS], hub_of(request).now_ms())
     if role is None:
-        return error_response(401, "invalid token")
+        return error_response(401, problem)
     if not roles.endpoint_allowed(request.method, template, role):
         if role == roles.ANONYMOUS:
             return error_response(401, "a role token is required (Authorization: Bearer ...)")
@@ -268,6 +350,31 @@ async def authorize(request: web.Request, handler: Callable[[web.Request], Await
         return json_response(error.body, error.status)
     except HubStopped:
         return error_response(503, "the exchange is shutting down")
+    except web.HTTPException as error:  # aiohttp's own, such as 413 for a body over the limit
+        if error.status < 400:
+            raise
+        return error_response(error.status, error.text or error.reason)
+    except Exception:
+        if template == "/ws":  # a WebSocket answer is under way: no JSON can follow
+            raise
+        log.exception("%s %s failed", request.method, template)  # a bug: its traceback is wanted
+        return error_response(500, "internal error (logged by the exchange)")
+
+
+class RequestLog(logging.LoggerAdapter):
+    """aiohttp's server log (``handler_args={"logger": ...}``), with a request that is not
+    HTTP, or not well-formed HTTP, as one line instead of a traceback: it is the client's
+    mistake, and a scan of the port would otherwise fill the log with stack frames."""
+
+    def log(self, level: int, msg: object, *args: object, exc_info: Any = None, **kwargs: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            problem = " ".join(word for word in str(exc_info.message).split() if word != "^")  # no caret line
+            level, msg, args, exc_info = min(level, logging.INFO), "malformed HTTP request: %s (%s): %s", (
+                msg % args if args else msg, exc_info.code, problem), None
+        super().log(level, msg, *args, exc_info=exc_info, **kwargs)
+
+
+REQUEST_LOG = RequestLog(logging.getLogger("aiohttp.server"), {})
 
 
 def hub_of(request: web.Request) -> Hub:
@@ -440,30 +547,78 @@ async def set_phase(request: web.Request) -> web.Response:
 
 
 async def deposit(request: web.Request) -> web.Response:
-    body = await decode_body(request, CashMovement)
-    return await command(request, Deposit(body.member_id, body.amount_fen))
+    body = await decode_cash_movement(request)
+    return await cash_movement(request, Deposit(body.member_id, body.amount_fen, body.reference))
 
 
 async def withdraw(request: web.Request) -> web.Response:
-    body = await decode_body(request, CashMovement)
-    return await command(request, Withdraw(body.member_id, body.amount_fen))
+    body = await decode_cash_movement(request)
+    return await cash_movement(request, Withdraw(body.member_id, body.amount_fen, body.reference))
+
+
+async def decode_cash_movement(request: web.Request) -> CashMovement:
+    """The body; a malformed reference is explained rather than answered with its pattern."""
+    try:
+        return await decode_body(request, CashMovement)
+    except ApiError as error:
+        if error.body.field == "reference" and error.body.error != "required field is missing":
+            raise ApiError(400, "a reference is 1 to 64 of letters, digits and _ . : -", "reference") from None
+        raise
+
+
+async def cash_movement(request: web.Request, engine_command: Deposit | Withdraw) -> web.Response:
+    """A retry is a success (200, ``duplicate``: true) with the first outcome, so a clearing
+    house can resend until it gets an answer; a reference reused for another movement is 409
+    naming the field."""
+    applied = await hub_of(request).submit(engine_command)
+    refusal = rejected(applied.events)
+    if refusal is not None:
+        if refusal.reason == RejectReason.REFERENCE_REUSED:
+            raise ApiError(409, refusal.reason.text, "reference", int(refusal.reason))
+        raise_refusal(refusal.reason)
+    retried = [event.first() for event in applied.events if type(event) is FundsRetried]
+    return json_response(CashMovementBody(events_body(retried or applied.events).events, bool(retried)))
 
 
 async def start_of_day(request: web.Request) -> web.Response:
     """Open the day and load every member's holdings from the registry (one job, in order)."""
     body = await decode_body(request, TradingDayRequest)
     hub = hub_of(request)
+    trading_day = trading_day_of(body.trading_day)
+    check_near_today(trading_day, hub)
     # Every member must have a registry account before the day opens: the load of holdings
     # runs after ``StartDay`` is journalled, so a registry refusal there would leave the day
     # half-opened. Asked first, it is a 409 and nothing changes.
     refusal = await hub.read(lambda service: service.registry_refusal())
     if refusal is not None:
         raise ApiError(409, f"the registry cannot give {refusal.member_id}'s holdings: {refusal.problem}", "member_id")
-    records = await hub.run(lambda service: service.start_day(body.trading_day))
+    records = await hub.run(lambda service: service.start_day(trading_day))
     reject = rejected(records[0].events)
     if reject is not None:
         raise_refusal(reject.reason)
     return json_response(events_body(events_of(records)))
+
+
+def check_near_today(trading_day: str, hub: Hub) -> None:
+    """400 for a day further from today's date (exchange time) than the calendar allows."""
+    calendar = hub.config.calendar
+    today = local_date(hub.now_ms(), calendar.utc_offset_hours)
+    distance = (date.fromisoformat(trading_day) - today).days
+    if abs(distance) > calendar.max_days_from_today:
+        when = f"{distance} days after" if distance > 0 else f"{-distance} days before"
+        raise ApiError(400, f"{trading_day} is {when} today ({today.isoformat()}); a trading day opens at most "
+                            f"{calendar.max_days_from_today} days from today ([calendar] max_days_from_today)", "trading_day")
+
+
+def local_date(epoch_ms: int, utc_offset_hours: int) -> date:
+    """The calendar date at ``epoch_ms`` in exchange time (UTC + the offset)."""
+    return date(1970, 1, 1) + timedelta(days=(epoch_ms // 1000 + utc_offset_hours * 3600) // 86_400)
+
+
+async def void_day(request: web.Request) -> web.Response:
+    """Void the open day (opened by mistake, nothing traded): a journalled ``VoidDay``."""
+    body = await decode_body(request, TradingDayRequest)
+    return await command(request, VoidDay(trading_day_of(body.trading_day)))
 
 
 async def end_of_day(request: web.Request) -> web.Response:
@@ -477,19 +632,19 @@ async def end_of_day(request: web.Request) -> web.Response:
 async def settle(request: web.Request) -> web.Response:
     """Settle a closed day in a worker thread while the engine waits (see the hub)."""
     body = await decode_body(request, TradingDayRequest)
+    trading_day = trading_day_of(body.trading_day)
     try:
-        report = await hub_of(request).run_blocking(lambda service: service.settle(body.trading_day))
+        report = await hub_of(request).run_blocking(lambda service: service.settle(trading_day))
     except (HubStopped, ApiError):
         raise
     except Exception as error:  # noqa: BLE001 - settlement stops are reported, never guessed at
-        log.warning("settlement of %s stopped: %s", body.trading_day, error)
+        log.warning("settlement of %s stopped: %s", trading_day, error)
         raise ApiError(409, f"settlement stopped: {error}", "trading_day") from None
     return json_response(report)
 
 
-async def statements_dir(hub: Hub, trading_day: str):
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
-        raise ApiError(404, "no statements for that day", "trading_day")
+async def statements_dir(hub: Hub, text: str):
+    trading_day = trading_day_of(text)
     directory = await hub.read(lambda service: service.statements_dir(trading_day))
     if directory is None or not directory.is_dir():
         raise ApiError(404, "no statements for that day (not settled yet?)", "trading_day")
@@ -524,9 +679,7 @@ async def book(request: web.Request) -> web.Response:
 
 
 async def trades(request: web.Request) -> web.Response:
-    trading_day = request.match_info["trading_day"]
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
-        raise ApiError(400, "a trading day is YYYY-MM-DD", "trading_day")
+    trading_day = trading_day_of(request.match_info["trading_day"])
 
     rows = await hub_of(request).read(lambda service: service.day_trades(trading_day))
     return json_response([
@@ -544,14 +697,46 @@ async def positions(request: web.Request) -> web.Response:
     if trading_day is None:
         accounts = await hub.read(member_accounts)
         return json_response([member_view(a) for a in sorted(accounts, key=lambda a: a.member_id)])
-    if not re.fullmatch(r"\d{4}-\d{2}-\d{2}", trading_day):
-        raise ApiError(400, "a trading day is YYYY-MM-DD", "trading_day")
+    trading_day = trading_day_of(trading_day)
     rows = await hub.read(lambda service: service.day_positions(trading_day))
     return json_response(rows)
 
 
 async def alerts(request: web.Request) -> web.Response:
     return json_response([AlertView(a.member_id, a.position_t, a.threshold_t, a.limit_t) for a in hub_of(request).alerts])
+
+
+# -- the operators' tokens ---------------------------------------------------------------------
+
+
+async def list_tokens(request: web.Request) -> web.Response:
+    tokens, now_ms = request.app[TOKENS], hub_of(request).now_ms()
+    return json_response([
+        RoleTokensView(role, [TokenView(e.fingerprint, e.expires_ms, e.valid_at(now_ms)) for e in tokens.entries(role)])
+        for role in roles.OPERATOR_ROLES
+    ])
+
+
+async def rotate_token(request: web.Request) -> web.Response:
+    """A new token for the role; the old one(s) stop now or after the overlap (see roles)."""
+    role = request.match_info["role"]
+    if role not in roles.OPERATOR_ROLES:
+        raise ApiError(404, f"no such role: the roles are {', '.join(roles.OPERATOR_ROLES)}", "role")
+    body = await decode_body(request, RotateToken)
+    hub = hub_of(request)
+    now_ms = hub.now_ms()
+    lifetime_s = body.expires_in_s if body.expires_in_s is not None else hub.config.operator.token_lifetime_days * 86_400
+    expires_ms = now_ms + lifetime_s * 1000 if lifetime_s else None
+    try:
+        done = request.app[TOKENS].rotate(role, now_ms, body.overlap_s * 1000, expires_ms, request.app[SAVE_TOKENS])
+    except OSError as error:
+        log.error("rotating the %s token: the tokens file could not be written: %s", role, error)
+        raise ApiError(409, f"the tokens file could not be written ({error.strerror}); nothing changed") from None
+    log.info("rotated the %s token by %s: new %s (expires %s), the old one(s) %s", role, request[ROLE],
+             done.new.fingerprint, done.new.expires_ms or "never",
+             f"valid until {done.previous_valid_until_ms}" if done.previous_valid_until_ms else "stopped")
+    return json_response(RotatedTokenBody(role, done.new.token, done.new.fingerprint, done.new.expires_ms,
+                                          done.previous_valid_until_ms))
 
 
 # -- the route table ---------------------------------------------------------------------------
@@ -563,6 +748,9 @@ ROUTES: list[Route] = [
     ("GET", "/metrics", metrics, None, None, "Prometheus text format."),
     ("GET", "/openapi.json", openapi, None, None, "This API's OpenAPI document."),
     ("GET", "/state", state, None, StateBody, "The engine's state hash and journal chain."),
+    ("GET", "/admin/tokens", list_tokens, None, list[RoleTokensView], "The role tokens' fingerprints and expiries."),
+    ("POST", "/admin/tokens/{role}/rotate", rotate_token, RotateToken, RotatedTokenBody,
+     "A new token for a role (shown once); the old one stops now or after the overlap."),
     ("GET", "/members", list_members, None, list[MemberView], "Every member and its account."),
     ("POST", "/members", create_member, CreateMember, EventsBody, "Admit a member (RegisterMember)."),
     ("POST", "/members/{member_id}/status", change_status, ChangeStatus, EventsBody, "Restrict, suspend, freeze or restore a member."),
@@ -576,8 +764,10 @@ ROUTES: list[Route] = [
     ("POST", "/market/close", close_market, None, EventsBody, "Close the whole market temporarily."),
     ("POST", "/market/reopen", reopen_market, None, EventsBody, "Reopen the market."),
     ("POST", "/market/phase", set_phase, PhaseRequest, EventsBody, "Move the trading day to its next phase."),
-    ("POST", "/clearing/deposits", deposit, CashMovement, EventsBody, "Cash into a member's available funds."),
-    ("POST", "/clearing/withdrawals", withdraw, CashMovement, EventsBody, "Cash out of a member's available funds."),
+    ("POST", "/market/void-day", void_day, TradingDayRequest, EventsBody,
+     "Void the open day (opened by mistake, no trades): its orders cancelled, the last trading day put back."),
+    ("POST", "/clearing/deposits", deposit, CashMovement, CashMovementBody, "Cash into a member's available funds (idempotent by reference)."),
+    ("POST", "/clearing/withdrawals", withdraw, CashMovement, CashMovementBody, "Cash out of a member's available funds (idempotent by reference)."),
     ("POST", "/clearing/start-of-day", start_of_day, TradingDayRequest, EventsBody, "Open a day; load holdings from the registry."),
     ("POST", "/clearing/end-of-day", end_of_day, None, EventsBody, "Close the trading day."),
     ("POST", "/clearing/settlements", settle, TradingDayRequest, dict, "Settle a closed day (delivery versus payment)."),

@@ -8,8 +8,13 @@ Decisions:
   code (labelled with the code's name), fills, order to acknowledgement latency (from the
   frame's arrival to the order's first execution report being queued to the session: it
   includes the queue wait and the group commit's fsync), connections now open, the total and
-  the largest outbound queue among sessions, the hub's command queue depth, malformed frames
-  and sessions closed by reason.
+  the largest outbound queue among sessions, the hub's command queue depth (every job waiting
+  for the engine: members' commands, operator jobs and the hub's own, read from the queue
+  when ``/metrics`` is asked, so no path that queues can forget to update it), malformed
+  frames, frames and commands the gateway answered itself without the engine, by reason
+  (``session_budget``, ``member_budget``: error 13; ``member_pending``: error 14;
+  ``order_not_live``: a cancel or amend of an order that is not the member's live order), and
+  sessions closed by reason.
 * Latency buckets are in seconds, as Prometheus expects, from 100 us to 1 s.
 * **The event counters are a projection of the stream** (:class:`Metrics` has a ``name``, a
   ``last_seq`` and ``apply``): orders accepted, fills and rejects are counted from durable
@@ -79,7 +84,8 @@ class Metrics:
         self.malformed_frames = 0
         self.sessions_closed: Counter[str] = Counter()  # reason -> count
         self.connections = 0
-        self.queue_depth = 0
+        self.queue_depth_of: Callable[[], int] = lambda: 0  # the hub's queue, read when rendered
+        self.gateway_refusals: Counter[str] = Counter()  # reason -> frames answered without the engine
         self.order_ack_latency = Histogram()
         self.outbound_depths: Callable[[], Iterable[int]] = lambda: ()
 
@@ -125,7 +131,10 @@ class Metrics:
             "# TYPE exchange_sessions_closed_total counter",
             *(f'exchange_sessions_closed_total{{reason="{r}"}} {n}' for r, n in sorted(self.sessions_closed.items())),
             *_metric("exchange_connections", "gauge", "Member sessions logged on now.", self.connections),
-            *_metric("exchange_command_queue_depth", "gauge", "Jobs waiting for the engine.", self.queue_depth),
+            "# HELP exchange_gateway_refusals_total Frames the gateway answered itself, never queued for the engine, by reason.",
+            "# TYPE exchange_gateway_refusals_total counter",
+            *(f'exchange_gateway_refusals_total{{reason="{r}"}} {n}' for r, n in sorted(self.gateway_refusals.items())),
+            *_metric("exchange_command_queue_depth", "gauge", "Jobs waiting for the engine.", self.queue_depth_of()),
             *_metric("exchange_outbound_queue_messages", "gauge", "Messages waiting in all sessions' outbound queues.", sum(depths)),
             *_metric("exchange_outbound_queue_max_messages", "gauge", "The longest session outbound queue.", max(depths, default=0)),
             "# HELP exchange_order_ack_latency_seconds From a new order's frame to its first report being queued.",

@@ -21,7 +21,8 @@ from exchange.gateway.operator import roles
 REF = "#/components/schemas/{name}"
 _ERROR_STATUSES = {"400": "Bad input: the field is named", "401": "No or invalid token",
                    "403": "The token's role may not call this", "404": "No such thing",
-                   "409": "Refused by the exchange (reject code and text)"}
+                   "409": "Refused by the exchange (reject code and text)",
+                   "413": "The body is over the size limit (64 KiB)"}
 
 
 def build_openapi(routes: Sequence[tuple], error_body: type) -> dict[str, Any]:
