@@ -5,6 +5,12 @@ registry ...`` runs them on their own.
 Each command prints a readable result and returns an exit code: 0 done, 1 ``verify`` found a
 problem, 2 refused or failed (a message on stderr names the problem). The registry database
 defaults to ``sqlite:///data/registry.db``; only ``init`` creates it.
+
+``issue``, ``allocate`` and ``correct-allocation`` require ``--id``, the operation's id (1 to
+64 of letters, digits and _ . : -): an operator who does not know whether a command went
+through (a dropped connection, a closed terminal) runs it again with the same id, and the
+registry answers with the first result and changes nothing ("already done"). The same id with
+other arguments is refused, naming what it was used for.
 """
 
 from __future__ import annotations
@@ -55,6 +61,7 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("unit", metavar="UNIT")
     parser.add_argument("qty_t", type=tonnes, metavar="QTY")
     parser.add_argument("--reason", required=True)
+    add_operation_id(parser)
     parser = command("allocate", allocate, "allocate allowances to an account from the government account")
     parser.add_argument("account_id", metavar="ACCOUNT")
     parser.add_argument("unit", metavar="UNIT")
@@ -62,6 +69,12 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> argparse.Ar
     parser.add_argument("--reason", required=True)
     parser.add_argument("--compliance-only", action="store_true", help="units the member can surrender, not trade")
     parser.add_argument("--from-reserve", action="store_true", help="allocate from the adjustment reserve")
+    add_operation_id(parser)
+    parser = command("correct-allocation", correct_allocation, "set what an allocation amounts to (a correcting entry)")
+    parser.add_argument("seq", type=entry_number, metavar="ENTRY", help="the allocation's entry number (see history)")
+    parser.add_argument("qty_t", type=tonnes, metavar="QTY", help="what the allocation amounts to now")
+    parser.add_argument("--reason", required=True)
+    add_operation_id(parser)
     parser = command("holdings", show_holdings, "show what an account holds")
     parser.add_argument("account_id", metavar="ACCOUNT")
     parser = command("history", show_history, "show the entries touching an account, oldest first")
@@ -73,6 +86,11 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> argparse.Ar
         parser.add_argument("account_id", metavar="ACCOUNT")
         parser.add_argument("--reason", required=True)
     return registry
+
+
+def add_operation_id(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--id", required=True, dest="operation_id", metavar="ID",
+                        help="the operation's id: run again with the same id, nothing changes twice")
 
 
 def default_actor() -> str:
@@ -87,6 +105,13 @@ def tonnes(text: str) -> int:
         return int(text.replace(",", "").replace("_", ""))
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number of tonnes") from None
+
+
+def entry_number(text: str) -> int:
+    try:
+        return int(text.lstrip("#"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an entry number") from None
 
 
 def year_number(text: str) -> int:
@@ -194,7 +219,10 @@ def set_cap(args: argparse.Namespace) -> int:
 
 def issue(args: argparse.Namespace) -> int:
     def action(registry: SqlRegistry) -> int:
-        seq = registry.issue(args.unit, args.qty_t, actor=args.actor, reason=args.reason)
+        done_before = registry.operation(args.operation_id) is not None
+        seq = registry.issue(args.unit, args.qty_t, actor=args.actor, reason=args.reason, operation_id=args.operation_id)
+        if done_before:
+            return already_done(args.operation_id, seq)
         cap_t, issued_t = registry.annual_cap(int(args.unit.removeprefix("CEA-"))) or (0, 0)
         print(f"issued {args.qty_t:,} t of {args.unit} into the government allocation account (entry {seq}); "
               f"{cap_t - issued_t:,} t of the cap left to issue")
@@ -205,16 +233,44 @@ def issue(args: argparse.Namespace) -> int:
 
 def allocate(args: argparse.Namespace) -> int:
     def action(registry: SqlRegistry) -> int:
+        done_before = registry.operation(args.operation_id) is not None
         seq = registry.allocate(
             args.account_id, args.unit, args.qty_t, actor=args.actor, reason=args.reason,
-            compliance_only=args.compliance_only, from_reserve=args.from_reserve,
+            compliance_only=args.compliance_only, from_reserve=args.from_reserve, operation_id=args.operation_id,
         )
+        if done_before:
+            return already_done(args.operation_id, seq)
         source = "the adjustment reserve" if args.from_reserve else "the government allocation account"
         kind = " compliance-only" if args.compliance_only else ""
         print(f"allocated {args.qty_t:,} t of{kind} {args.unit} to {args.account_id} from {source} (entry {seq})")
         return EXIT_OK
 
     return with_registry(args, action)
+
+
+def correct_allocation(args: argparse.Namespace) -> int:
+    def action(registry: SqlRegistry) -> int:
+        done_before = registry.operation(args.operation_id) is not None
+        seq = registry.correct_allocation(
+            args.seq, args.qty_t, actor=args.actor, reason=args.reason, operation_id=args.operation_id,
+        )
+        if done_before:
+            return already_done(args.operation_id, seq)
+        if seq is None:
+            print(f"allocation #{args.seq} already amounts to {args.qty_t:,} t: nothing to correct")
+        else:
+            print(f"allocation #{args.seq} now amounts to {args.qty_t:,} t (correcting entry {seq})")
+        return EXIT_OK
+
+    return with_registry(args, action)
+
+
+def already_done(operation_id: str, seq: int | None) -> int:
+    """A re-run of an operation id the registry knows: the request was the same (else it
+    refused), so the first run stands and nothing changed."""
+    recorded = f"entry {seq}" if seq is not None else "no entry (nothing needed correcting)"
+    print(f"already done: operation {operation_id} was recorded before as {recorded}; nothing changed")
+    return EXIT_OK
 
 
 def show_holdings(args: argparse.Namespace) -> int:

@@ -4,8 +4,8 @@
 holding accounts, sets each vintage's annual cap (the allocation plus room for the 5 %
 adjustment reserve), issues and allocates the allowances, and issues CCER from one
 registered renewable-energy project. Every step is one the registry's rules allow; running
-it again on the same registry adds the holdings again (the authority's operations carry no
-idempotency id).
+it again on the same registry adds the holdings again (it gives the authority's operations
+no operation id: a set-up on a fresh registry, not an authority's retry).
 """
 
 from __future__ import annotations

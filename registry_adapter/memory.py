@@ -1,12 +1,21 @@
 """An in-memory registry: the fake that serves tests and the simulation. It keeps the
 port's promises (atomic batches, idempotent ids, frozen accounts) without the registry's
-full rulebook, which the SQL reference registry implements."""
+full rulebook, which the SQL reference registry implements. ``issue`` takes an operation id
+as the SQL registry's authority operations do: a retry changes nothing, the id with another
+request is refused."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 
-from registry_adapter.port import AccountFrozen, IdConflict, InsufficientHolding, Transfer, UnknownAccount
+from registry_adapter.port import (
+    AccountFrozen,
+    IdConflict,
+    InsufficientHolding,
+    OperationIdConflict,
+    Transfer,
+    UnknownAccount,
+)
 
 
 class InMemoryRegistry:
@@ -14,14 +23,22 @@ class InMemoryRegistry:
         self._holdings: dict[str, dict[str, int]] = {}
         self._frozen: dict[str, bool] = {}
         self._applied: dict[str, Transfer] = {}
+        self._operations: dict[str, tuple[str, str, int]] = {}  # operation id -> the issue it made
 
     def open_account(self, account_id: str) -> None:
         self._holdings.setdefault(account_id, {})
 
-    def issue(self, account_id: str, unit: str, qty_t: int) -> None:
+    def issue(self, account_id: str, unit: str, qty_t: int, operation_id: str | None = None) -> None:
         """Credit an account (allocation by the authority, in the fake's terms)."""
         units = self._account(account_id)
         assert qty_t > 0
+        if operation_id is not None:
+            request = (account_id, unit, qty_t)
+            first = self._operations.setdefault(operation_id, request)
+            if first != request:
+                raise OperationIdConflict(operation_id, f"issue {first}")
+            if first is not request:
+                return  # a retry: the first credited the account
         units[unit] = units.get(unit, 0) + qty_t
 
     def holdings(self, account_id: str) -> Mapping[str, int]:

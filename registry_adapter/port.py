@@ -8,6 +8,11 @@ Idempotency: a transfer id, once applied, is remembered with its body. Applying 
 again (a retry after a timeout, a restarted settlement) changes nothing and succeeds; a
 transfer whose id is known with a *different* body is refused with :class:`IdConflict`, and
 so is the whole batch. A batch is all or nothing: any refusal leaves the registry unchanged.
+
+The authority's operations (issue, allocate, correct an allocation: not part of this port, the
+exchange never calls them) keep the same promise by an operation id: a retry with a known id
+returns the first result and changes nothing, the id with another request is refused with
+:class:`OperationIdConflict`. Transfer ids and operation ids are one set of ids per registry.
 """
 
 from __future__ import annotations
@@ -52,6 +57,15 @@ class IdConflict(RegistryError):
     def __init__(self, transfer_id: str) -> None:
         super().__init__(f"transfer id {transfer_id!r} was already used for a different transfer")
         self.transfer_id = transfer_id
+
+
+class OperationIdConflict(RegistryError):
+    """An operation id already used for another request (another operation, other
+    arguments, or a transfer). ``first`` says what the id was used for."""
+
+    def __init__(self, operation_id: str, first: str) -> None:
+        super().__init__(f"operation id {operation_id!r} was already used for another request: {first}")
+        self.operation_id, self.first = operation_id, first
 
 
 class NotTradable(RegistryError):

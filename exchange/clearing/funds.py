@@ -13,6 +13,12 @@ if the process dies between the ledger's commit and the position's, the replay p
 ids with the same bodies, which the ledger recognises as done: exactly once, with no id ever
 reused for a different deposit (sequence numbers are never reused once durable).
 
+The clearing house's reference of a deposit or withdrawal goes into the transfer's memo
+(``reference R-123``), so the ledger can be searched by it. A retried one (``FundsRetried``)
+moved nothing in the exchange and posts nothing here: the first's transfer stands for both.
+The id stays the sequence number, not the reference: journals from before references hold
+deposits without one, and an id must be the same on every replay.
+
 The ledger therefore agrees with the exchange's accounts on every member's money before
 settlement; settlement then moves it by the day's trades, and reconciliation checks both
 end at the same figure.
@@ -51,9 +57,13 @@ class FundsMirror:
         self._applied_seq = seq = applied.seq
         for event in applied.events:  # exact types, which mypy narrows: the model has no subclasses
             if type(event) is FundsDeposited:
-                self._transfers.append(Transfer(f"journal:{seq}:deposit", BANK, event.member_id, event.amount_fen, TransferCode.DEPOSIT))
+                self._transfers.append(Transfer(
+                    f"journal:{seq}:deposit", BANK, event.member_id, event.amount_fen, TransferCode.DEPOSIT, memo(event),
+                ))
             elif type(event) is FundsWithdrawn:
-                self._transfers.append(Transfer(f"journal:{seq}:withdrawal", event.member_id, BANK, event.amount_fen, TransferCode.WITHDRAWAL))
+                self._transfers.append(Transfer(
+                    f"journal:{seq}:withdrawal", event.member_id, BANK, event.amount_fen, TransferCode.WITHDRAWAL, memo(event),
+                ))
             elif type(event) is MemberRegistered:
                 self._accounts.append(event.member_id)  # opened before the batch's transfers
         if len(self._transfers) >= MAX_BATCH_OPERATIONS:
@@ -72,3 +82,7 @@ class FundsMirror:
         self._stored_seq = self._applied_seq
         self._accounts.clear()
         self._transfers.clear()
+
+
+def memo(event: FundsDeposited | FundsWithdrawn) -> str:
+    return f"reference {event.reference}" if event.reference else ""

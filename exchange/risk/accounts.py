@@ -38,6 +38,11 @@ from exchange.model.events import LargeHolderThresholdCrossed
 from exchange.risk.limits import RiskLimits
 
 
+# What a deposit or withdrawal under a reference did: (withdrawal, amount_fen, available_fen
+# after it). A plain tuple: a member may have thousands, so each costs as little as it can.
+FundsOutcome = tuple[bool, int, int]
+
+
 class Holding(msgspec.Struct, gc=False):
     """One member's allowances of one instrument, in tonnes."""
 
@@ -61,6 +66,7 @@ class Account:
         "cash_available_fen", "cash_reserved_fen", "cash_pending_fen", "cash_obligation_fen",
         "holdings", "unlocks", "open_orders", "pending_buy_t", "position_t",
         "limits", "tokens", "tokens_ts_ns", "large_holder", "position_limit_t", "large_holder_t", "owner",
+        "references",
     )
 
     def __init__(
@@ -99,6 +105,9 @@ class Account:
         self.tokens = -1  # order-rate bucket, in nano-orders; -1: full, not yet used
         self.tokens_ts_ns = 0
         self.large_holder = False  # at or above the reporting threshold
+        # Every deposit and withdrawal reference the member used, in journal order, with the
+        # outcome to repeat to a retry (see ``exchange.risk.members``).
+        self.references: dict[str, FundsOutcome] = {}
 
     def holding(self, symbol: str) -> Holding:
         found = self.holdings.get(symbol)

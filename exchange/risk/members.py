@@ -6,6 +6,27 @@ them on every book), and refuses new orders until the member is restored to ACTI
 FROZEN member may not withdraw. Every command here names a member; the house accounts are
 never reachable by them (their ``house:`` ids are not valid member ids), and an id that is
 not registered is refused with ``UNKNOWN_MEMBER``.
+
+Deposit and withdrawal references (*decisions*). A clearing house that loses the answer to a
+deposit sends it again; the reference it gives each payment makes the retry harmless:
+
+* References are per member, and deposits and withdrawals share them: a reference names one
+  movement of that member's money. Another member may use the same text.
+* A known reference with the same direction and amount is answered with ``FundsRetried``,
+  which repeats the first outcome (the amount and what it left available) and moves nothing;
+  the rules are not weighed again. Another amount or direction is ``REFERENCE_REUSED``.
+* Only a movement that happened takes its reference. A refused one (not positive, frozen,
+  more than is available) moved nothing, so nothing can move twice: the clearing house may
+  fix the cause and send the same instruction again under its reference.
+* References are kept forever (simplest, and deterministic: no clock or window decides
+  whether a retry is recognised) in each member's account, so they travel in the snapshots
+  and the state hash. Memory, measured with 20-character references: about 240 bytes a
+  reference in the running core (the dict slot, the key, a tuple of a bool and two ints) and
+  37 in a snapshot; a thousand members with two movements a trading day for ten years is
+  5 million references, about 1.2 GB in memory and 185 MB in each snapshot. A retention window (forget references older than N days, itself
+  journalled) is the way out should that ever matter.
+* An empty reference is no reference: such a deposit is never recognised as a retry (the
+  journals written before references existed replay as they did).
 """
 
 from __future__ import annotations
@@ -18,6 +39,7 @@ from exchange.model.events import (
     CommandRejected,
     Event,
     FundsDeposited,
+    FundsRetried,
     FundsWithdrawn,
     HeldPosition,
     HoldingLoaded,
@@ -79,17 +101,24 @@ class MemberDesk:
         account = self.accounts.get(cmd.member_id)
         if account is None:
             return [CommandRejected(CommandName.DEPOSIT, R.UNKNOWN_MEMBER, cmd.member_id)]
+        known = known_reference(account, CommandName.DEPOSIT, cmd.reference, cmd.amount_fen)
+        if known is not None:
+            return [known]
         if cmd.amount_fen <= 0:
             return [CommandRejected(CommandName.DEPOSIT, R.AMOUNT_NOT_POSITIVE, cmd.member_id)]
         account.cash_available_fen += cmd.amount_fen
-        return [FundsDeposited(cmd.member_id, cmd.amount_fen, account.cash_available_fen)]
+        remember_reference(account, cmd.reference, False, cmd.amount_fen)
+        return [FundsDeposited(cmd.member_id, cmd.amount_fen, account.cash_available_fen, cmd.reference)]
 
     def withdraw(self, cmd: Withdraw) -> list[Event]:
         account = self.accounts.get(cmd.member_id)
-        reason = None
         if account is None:
-            reason = R.UNKNOWN_MEMBER
-        elif cmd.amount_fen <= 0:
+            return [CommandRejected(CommandName.WITHDRAW, R.UNKNOWN_MEMBER, cmd.member_id)]
+        known = known_reference(account, CommandName.WITHDRAW, cmd.reference, cmd.amount_fen)
+        if known is not None:
+            return [known]
+        reason = None
+        if cmd.amount_fen <= 0:
             reason = R.AMOUNT_NOT_POSITIVE
         elif account.status == MemberStatus.FROZEN:
             reason = R.MEMBER_FROZEN
@@ -97,9 +126,9 @@ class MemberDesk:
             reason = R.INSUFFICIENT_AVAILABLE
         if reason is not None:
             return [CommandRejected(CommandName.WITHDRAW, reason, cmd.member_id)]
-        assert account is not None
         account.cash_available_fen -= cmd.amount_fen
-        return [FundsWithdrawn(cmd.member_id, cmd.amount_fen, account.cash_available_fen)]
+        remember_reference(account, cmd.reference, True, cmd.amount_fen)
+        return [FundsWithdrawn(cmd.member_id, cmd.amount_fen, account.cash_available_fen, cmd.reference)]
 
     def load_holding(self, cmd: LoadHolding) -> list[Event]:
         """The registry's settled holding replaces the exchange's view, before trading."""
@@ -160,3 +189,26 @@ class MemberDesk:
         ]
         settled_cash = account.cash_available_fen + account.cash_reserved_fen + account.cash_pending_fen
         return MemberPosition(trading_day, account.member_id, settled_cash, account.cash_obligation_fen, holdings)
+
+
+# -- deposit and withdrawal references ---------------------------------------------------------
+
+
+def known_reference(account: Account, command: CommandName, reference: str, amount_fen: int) -> Event | None:
+    """The answer to a reference the member already used, or None for a new one (or none).
+    The rules were weighed when the reference was first used; a retry is not weighed again,
+    so a frozen member's retried withdrawal still gets its first outcome, and moves nothing."""
+    if not reference:
+        return None
+    outcome = account.references.get(reference)
+    if outcome is None:
+        return None
+    withdrawal, first_amount_fen, available_fen = outcome
+    if withdrawal != (command == CommandName.WITHDRAW) or first_amount_fen != amount_fen:
+        return CommandRejected(command, R.REFERENCE_REUSED, account.member_id)
+    return FundsRetried(command, account.member_id, reference, amount_fen, available_fen)
+
+
+def remember_reference(account: Account, reference: str, withdrawal: bool, amount_fen: int) -> None:
+    if reference:
+        account.references[reference] = (withdrawal, amount_fen, account.cash_available_fen)

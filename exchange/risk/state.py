@@ -40,6 +40,7 @@ class AccountState(msgspec.Struct, array_like=True):
     large_holder: bool
     position_limit_t: int
     large_holder_t: int
+    references: list[tuple[str, bool, int, int]] = []  # (reference, *FundsOutcome), in journal order
 
 
 class HoldState(msgspec.Struct, array_like=True):
@@ -72,6 +73,7 @@ def account_state(account: Account) -> AccountState:
         account.pending_buy_t, account.position_t, account.limits, account.tokens,
         account.tokens_ts_ns, account.large_holder, account.position_limit_t,
         account.large_holder_t,
+        [(reference, *outcome) for reference, outcome in account.references.items()],
     )
 
 
@@ -96,6 +98,7 @@ def restore_account(state: AccountState) -> Account:
     account.tokens_ts_ns = state.tokens_ts_ns
     account.large_holder = state.large_holder
     account.large_holder_t = state.large_holder_t
+    account.references = {reference: (withdrawal, amount, available) for reference, withdrawal, amount, available in state.references}
     return account
 
 

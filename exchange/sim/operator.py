@@ -45,6 +45,7 @@ class Operator:
 
     def __init__(self, http: aiohttp.ClientSession, url: str, tokens: dict[str, str]) -> None:
         self.http, self.url, self.tokens = http, url, tokens
+        self.references = 0
 
     async def call(self, method: str, path: str, role: str, body: Any = None) -> tuple[int, Any]:
         headers = {"Authorization": f"Bearer {self.tokens[role]}"}
@@ -67,7 +68,8 @@ class Operator:
         if action.kind == "restore":
             body = {"status": "active"}
         elif action.kind in ("deposit", "withdraw"):
-            body = {"member_id": action.member_id, "amount_fen": action.amount_fen}
+            self.references += 1  # the clearing house's payment reference, one per instruction
+            body = {"member_id": action.member_id, "amount_fen": action.amount_fen, "reference": f"sim-{self.references}"}
         status, answer = await self.call("POST", path.format(symbol=action.symbol, member_id=action.member_id), role, body)
         result.operator[what] += 1
         if status not in (200, 201):

@@ -16,6 +16,7 @@ Where things are:
 ``transaction.py``         one operation's working state: locks, holdings, entries.
 ``account_operations.py``  opening, freezing and unfreezing accounts.
 ``authority.py``           caps, issuance, CCER projects, allocation, verified emissions.
+``operation_ids.py``       the authority's operation ids: a retried issue or allocation is found.
 ``holders.py``             surrender, offset, bank, cancel.
 ``transfers.py``           the port: tradable holdings and settlement's batches of transfers.
 ``batch.py``               how a batch of transfers is staged and journaled in bulk.
@@ -30,6 +31,7 @@ from registry_adapter.port import (
     IdConflict,
     InsufficientHolding,
     NotTradable,
+    OperationIdConflict,
     RegistryError,
     RegistryUnavailable,
     Transfer,
@@ -70,7 +72,16 @@ from registry_adapter.sql.errors import (
     UnknownUnit,
     WrongAccountType,
 )
-from registry_adapter.sql.inputs import check_allowance, check_id, check_quantity, check_unit, check_year, parse_enum
+from registry_adapter.sql.inputs import (
+    check_allowance,
+    check_id,
+    check_operation_id,
+    check_quantity,
+    check_unit,
+    check_year,
+    parse_enum,
+)
+from registry_adapter.sql.operation_ids import Identified
 from registry_adapter.sql.registry import SqlRegistry
 from registry_adapter.sql.rules import (
     AUTHORITY_ACCOUNT_TYPES,
@@ -89,6 +100,7 @@ from registry_adapter.sql.schema import (
     entries,
     holdings,
     metadata,
+    operation_ids,
     projects,
     staged,
     staging_metadata,
@@ -107,6 +119,7 @@ from registry_adapter.sql.vocabulary import (
     Entry,
     Holding,
     Operation,
+    OperationRecord,
     ReductionKind,
     UnitTotals,
     allowance_unit,
@@ -119,14 +132,15 @@ __all__ = [
     "SINGLE_ACCOUNT_TYPES", "STAGED_COLUMNS", "TRANSFER_ACCOUNT_TYPES",
     "AccountExists", "AccountFrozen", "AccountNotOpened", "AccountType", "CapExceeded", "CapNotSet", "CapTooLow",
     "ComplianceStatus", "EmissionsCorrectionRefused", "Entry", "ExceedsObligation", "ExcludedProject", "Holding",
-    "IdConflict", "InsufficientHolding", "InvalidInput", "InvalidQuantity", "NoObligation", "NotAnAllocation",
-    "NotTradable", "OffsetCapExceeded", "Operation", "PreparedBatch", "ProjectExists", "ReductionKind",
+    "IdConflict", "Identified", "InsufficientHolding", "InvalidInput", "InvalidQuantity", "NoObligation", "NotAnAllocation",
+    "NotTradable", "OffsetCapExceeded", "Operation", "OperationIdConflict", "OperationRecord", "PreparedBatch", "ProjectExists", "ReductionKind",
     "RegistryError", "RegistryUnavailable", "ReserveCapExceeded", "Result", "Seq", "ShortfallOutstanding",
     "SqlRegistry", "Text", "Transfer", "UnitTotals", "UnknownAccount", "UnknownProject", "UnknownUnit",
     "WrongAccountType",
     "accounts", "allowance_unit", "caps", "check_allowance", "check_id", "check_quantity", "check_unit",
-    "check_year", "chunks", "compliance_records", "copy_rows", "drop_repeats", "entries", "first_position",
-    "forget_known", "holdings", "journal_staged", "known_transfers", "metadata", "parse_enum", "prepare_batch",
+    "check_operation_id", "check_year", "chunks", "compliance_records", "copy_rows", "drop_repeats", "entries", "first_position",
+    "forget_known", "holdings", "journal_staged", "known_transfers", "metadata", "operation_ids", "parse_enum",
+    "prepare_batch",
     "projects", "registry_engine", "stage_transfers", "staged", "staging_metadata", "take_over_sqlite_transactions",
     "unindexed", "vintage_of",
 ]

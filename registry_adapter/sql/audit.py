@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from registry_adapter.sql.base import RegistryBase
 from registry_adapter.sql.queries import created_by_unit, single_or_none
 from registry_adapter.sql.rules import AUTHORITY_ACCOUNT_TYPES, PLAIN_ACCOUNT_TYPES, compliance_status
-from registry_adapter.sql.schema import accounts, caps, compliance_records, entries, holdings
+from registry_adapter.sql.schema import accounts, caps, compliance_records, entries, holdings, operation_ids
 from registry_adapter.sql.vocabulary import CREATIONS, MOVEMENTS, AccountType, Operation, allowance_unit, vintage_of
 
 
@@ -38,6 +38,7 @@ class Audit(RegistryBase):
                 *self._verify_caps_and_reserve(connection),
                 *self._verify_compliance(connection),
                 *self._verify_flows(connection),
+                *self._verify_operation_ids(connection),
             ]
 
     @staticmethod
@@ -143,6 +144,19 @@ class Audit(RegistryBase):
                 e.operation == Operation.SET_EMISSIONS.value, e.to_account == account_id, e.compliance_year == year
             ).order_by(e.seq.desc()).limit(1)
         ).scalar()
+
+    @staticmethod
+    def _verify_operation_ids(connection: sa.Connection) -> list[str]:
+        """Each remembered operation id points at the entry it recorded, which carries it."""
+        o, e = operation_ids.c, entries.c
+        query = sa.select(o.operation_id, o.operation, o.entry_seq, e.operation, e.idempotency_id).join_from(
+            operation_ids, entries, e.seq == o.entry_seq, isouter=True
+        ).where(o.entry_seq.is_not(None))
+        return [
+            f"operation id {operation_id!r} ({operation}) points at entry {seq}, which is not its entry"
+            for operation_id, operation, seq, entry_operation, entry_id in connection.execute(query)
+            if (entry_operation, entry_id) != (operation, operation_id)
+        ]
 
     def _verify_flows(self, connection: sa.Connection) -> list[str]:
         e = entries.c

@@ -15,6 +15,10 @@ allocation and its corrections, verified emissions.
   (:class:`ExcludedProject`). Every CCER in this registry is then usable, so ``CCER`` stays one
   fungible unit the exchange can trade, with no lot tracking through transfers.
 - ``set_verified_emissions`` opens the compliance record of a member for a year.
+- ``issue``, ``allocate`` and ``correct_allocation`` take an ``operation_id``: run again with
+  the same id they return the first result and change nothing; the id with another request is
+  refused (:mod:`registry_adapter.sql.operation_ids`). Without one (``None``: set-ups and
+  tests) every call records anew; the ``exchange registry`` commands always give one.
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ import sqlalchemy as sa
 from registry_adapter.sql.base import RegistryBase
 from registry_adapter.sql.errors import CapTooLow, ExcludedProject, NotAnAllocation, ProjectExists, UnknownProject
 from registry_adapter.sql.inputs import check_allowance, check_id, check_quantity, check_year, parse_enum
+from registry_adapter.sql.operation_ids import Identified
 from registry_adapter.sql.queries import compliance_row, compliance_update
 from registry_adapter.sql.rules import (
     SINGLE_ACCOUNT_TYPES,
@@ -66,18 +71,25 @@ class AuthorityOperations(RegistryBase):
         if held > cap_t * self.reserve_percent // 100:
             raise CapTooLow(year, cap_t, f"the adjustment reserve holds {held} t of {unit}")
 
-    def issue(self, unit: str, qty_t: int, *, actor: str, reason: str) -> int:
+    def issue(self, unit: str, qty_t: int, *, actor: str, reason: str, operation_id: str | None = None) -> int:
         """Create allowances of a vintage in the government allocation account, within the cap."""
         year = check_allowance(unit)
         check_quantity(qty_t)
+        identified = Identified(operation_id, Operation.ISSUE, unit, qty_t)
 
         def work(tx: Transaction) -> int:
             government = tx.single(AccountType.GOVERNMENT_ALLOCATION)
             tx.lock([government])
+            first = identified.first(tx)
+            if first is not None:
+                assert first.entry_seq is not None, "an issue always records an entry"
+                return first.entry_seq
             found = tx.connection.execute(sa.select(caps).where(caps.c.year == year).with_for_update()).first()
             row = check_cap_room(year, found, qty_t)
             tx.connection.execute(caps.update().where(caps.c.year == year).values(issued_t=row.issued_t + qty_t))
-            return tx.move(Operation.ISSUE, None, government, unit, qty_t)
+            seq = tx.move(Operation.ISSUE, None, government, unit, qty_t, **identified.columns())
+            identified.remember(tx, seq)
+            return seq
 
         return self._write(work, actor, reason)
 
@@ -125,24 +137,34 @@ class AuthorityOperations(RegistryBase):
 
     def allocate(
         self, account_id: str, unit: str, qty_t: int, *, actor: str, reason: str,
-        compliance_only: bool = False, from_reserve: bool = False,
+        compliance_only: bool = False, from_reserve: bool = False, operation_id: str | None = None,
     ) -> int:
         """Allocate allowances from the government account (or the reserve) to a member or the reserve."""
         check_allowance(unit)
         check_quantity(qty_t)
+        identified = Identified(operation_id, Operation.ALLOCATE, account_id, unit, qty_t, compliance_only, from_reserve)
 
         def work(tx: Transaction) -> int:
             source = tx.single(AccountType.ADJUSTMENT_RESERVE if from_reserve else AccountType.GOVERNMENT_ALLOCATION)
             tx.lock([source, account_id])
+            first = identified.first(tx)
+            if first is not None:
+                assert first.entry_seq is not None, "an allocation always records an entry"
+                return first.entry_seq
             receivers = {AccountType.MEMBER_HOLDING, AccountType.ADJUSTMENT_RESERVE} - {tx.account(source).account_type}
             tx.require_type(account_id, receivers, "receive an allocation from " + source)
-            return tx.move(Operation.ALLOCATE, source, account_id, unit, qty_t, compliance_only)
+            seq = tx.move(Operation.ALLOCATE, source, account_id, unit, qty_t, compliance_only, **identified.columns())
+            identified.remember(tx, seq)
+            return seq
 
         return self._write(work, actor, reason)
 
-    def correct_allocation(self, seq: int, qty_t: int, *, actor: str, reason: str) -> int | None:
+    def correct_allocation(
+        self, seq: int, qty_t: int, *, actor: str, reason: str, operation_id: str | None = None,
+    ) -> int | None:
         """Set what allocation ``seq`` amounts to, by an entry moving the difference."""
         check_quantity(qty_t, allow_zero=True)
+        identified = Identified(operation_id, Operation.CHANGE, seq, qty_t)
 
         def work(tx: Transaction) -> int | None:
             original = tx.connection.execute(sa.select(entries).where(entries.c.seq == seq)).first()
@@ -150,15 +172,26 @@ class AuthorityOperations(RegistryBase):
                 raise NotAnAllocation(seq)
             source, receiver = original.from_account, original.to_account
             tx.lock([source, receiver])
+            first = identified.first(tx)
+            if first is not None:
+                return first.entry_seq
             difference = qty_t - self._effective_allocation(tx, original)
-            if difference == 0:
-                return None
-            moving = (source, receiver) if difference > 0 else (receiver, source)
-            return tx.move(
-                Operation.CHANGE, *moving, original.unit, abs(difference), bool(original.compliance_only), corrects_seq=seq,
-            )
+            correction = self._move_difference(tx, original, difference, **identified.columns())
+            identified.remember(tx, correction)
+            return correction
 
         return self._write(work, actor, reason)
+
+    @staticmethod
+    def _move_difference(tx: Transaction, original: sa.Row, difference: int, **columns: str) -> int | None:
+        if difference == 0:
+            return None
+        source, receiver = original.from_account, original.to_account
+        moving = (source, receiver) if difference > 0 else (receiver, source)
+        return tx.move(
+            Operation.CHANGE, *moving, original.unit, abs(difference), bool(original.compliance_only),
+            corrects_seq=original.seq, **columns,
+        )
 
     @staticmethod
     def _effective_allocation(tx: Transaction, original: sa.Row) -> int:

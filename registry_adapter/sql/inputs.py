@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+import re
 from typing import TypeVar
 
 from registry_adapter.sql.errors import InvalidInput, InvalidQuantity, UnknownUnit
@@ -37,6 +38,17 @@ def check_year(year: object) -> int:
 def check_id(value: object, what: str) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > 200:
         raise InvalidInput(f"{what} {value!r} must be a non-empty string of at most 200 characters")
+    return value
+
+
+OPERATION_ID = re.compile(r"[A-Za-z0-9_.:-]{1,64}")
+
+
+def check_operation_id(value: object) -> str:
+    """An authority's operation id: 1 to 64 of letters, digits and _ . : - (as the exchange's
+    payment references), so it prints and greps cleanly in the history."""
+    if not isinstance(value, str) or not OPERATION_ID.fullmatch(value):
+        raise InvalidInput(f"operation id {value!r} must be 1 to 64 of letters, digits and _ . : -")
     return value
 
 

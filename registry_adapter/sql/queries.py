@@ -10,8 +10,16 @@ import sqlalchemy as sa
 from registry_adapter.port import UnknownAccount
 from registry_adapter.sql.base import RegistryBase
 from registry_adapter.sql.rules import compliance_status
-from registry_adapter.sql.schema import accounts, caps, compliance_records, entries, holdings
-from registry_adapter.sql.vocabulary import MOVEMENTS, AccountType, ComplianceStatus, Entry, Holding, UnitTotals
+from registry_adapter.sql.schema import accounts, caps, compliance_records, entries, holdings, operation_ids
+from registry_adapter.sql.vocabulary import (
+    MOVEMENTS,
+    AccountType,
+    ComplianceStatus,
+    Entry,
+    Holding,
+    OperationRecord,
+    UnitTotals,
+)
 
 
 class Queries(RegistryBase):
@@ -72,6 +80,12 @@ class Queries(RegistryBase):
         query = sa.select(accounts.c.account_id).where(accounts.c.account_id == account_id)
         if connection.execute(query).scalar() is None:
             raise UnknownAccount(account_id)
+
+    def operation(self, operation_id: str) -> OperationRecord | None:
+        """What an authority's operation id was used for, or None if it is unknown."""
+        with self._reading() as connection:
+            row = connection.execute(sa.select(operation_ids).where(operation_ids.c.operation_id == operation_id)).first()
+        return OperationRecord(**row._asdict()) if row else None
 
     def annual_cap(self, year: int) -> tuple[int, int] | None:
         """``(cap_t, issued_t)`` for a year, or ``None`` when no cap is set."""

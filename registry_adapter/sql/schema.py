@@ -14,6 +14,10 @@ Schema
 ``registry_caps``          year -> annual cap and allowances issued against it.
 ``registry_compliance``    (member, year) -> verified emissions, surrendered, offset.
 ``registry_ccer_projects`` CCER projects: reduction kind, at a covered facility, excluded.
+``registry_operation_ids`` the authority's operation ids: operation, request (its arguments,
+                           canonical JSON), the entry it recorded (NULL for a correction that
+                           changed nothing), who and when. The entry carries the id too, in
+                           ``idempotency_id``, which transfers and operations share.
 """
 
 from __future__ import annotations
@@ -102,6 +106,16 @@ projects = sa.Table(
     sa.Column("reduction_kind", Text, nullable=False),
     sa.Column("at_covered_facility", sa.Boolean, nullable=False),
     sa.Column("excluded", sa.Boolean, nullable=False),
+)
+
+operation_ids = sa.Table(
+    "registry_operation_ids", metadata,
+    sa.Column("operation_id", Text, primary_key=True),
+    sa.Column("operation", Text, nullable=False),
+    sa.Column("request", Text, nullable=False),
+    sa.Column("entry_seq", sa.BigInteger),
+    sa.Column("actor", Text, nullable=False),
+    sa.Column("at_ns", sa.BigInteger, nullable=False),
 )
 
 # A batch of transfers is staged here, in the transaction's own connection, then joined

@@ -3,9 +3,11 @@ and the entries it records.
 
 Every operation is one database transaction; a refusal raises before commit, so nothing stays.
 Every entry says who (``actor``), when (``at_ns``, read once per operation from the injected
-clock) and why (``reason``). Only transfers carry idempotency ids, as the port promises; an
-operation of the authority is recorded once per call (*decision*: a retried operator command
-is checked against ``history``, not deduplicated).
+clock) and why (``reason``). Transfers carry idempotency ids, as the port promises; issue,
+allocate and correct carry the authority's operation id when given one
+(:mod:`registry_adapter.sql.operation_ids`); other operations of the authority are recorded
+once per call, or are idempotent by their nature (opening an open account, freezing a frozen
+one, setting a cap again).
 """
 
 from __future__ import annotations

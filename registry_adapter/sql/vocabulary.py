@@ -84,6 +84,18 @@ class Entry(msgspec.Struct, frozen=True):
     memo: str
 
 
+class OperationRecord(msgspec.Struct, frozen=True):
+    """An authority's operation id as the registry remembers it. ``entry_seq`` is the entry
+    the operation recorded (None for a correction that changed nothing)."""
+
+    operation_id: str
+    operation: str
+    request: str  # the arguments, canonical JSON: what a retry must repeat
+    entry_seq: int | None
+    actor: str
+    at_ns: int
+
+
 class Holding(msgspec.Struct, frozen=True):
     unit: str
     compliance_only: bool

@@ -41,17 +41,17 @@ def market(capsys: pytest.CaptureFixture[str], db: str) -> str:
                              ("CAN", "cancellation"), ("M1", "member_holding")):
         ok(capsys, "open-account", account_id, "--type", kind, "--db", db, "--actor", "authority:li")
     ok(capsys, "set-cap", "2025", "1,000,000", "--db", db, "--actor", "authority:li")
-    ok(capsys, "issue", "CEA-2025", "900000", "--reason", "2025 issuance", "--db", db, "--actor", "authority:li")
+    ok(capsys, "issue", "CEA-2025", "900000", "--reason", "2025 issuance", "--id", "iss-2025", "--db", db, "--actor", "authority:li")
     return db
 
 
 def test_an_operator_session_from_init_to_verify(capsys: pytest.CaptureFixture[str], market: str) -> None:
     db = market
-    out = ok(capsys, "allocate", "M1", "CEA-2025", "12_000", "--reason", "free allocation 2025", "--db", db, "--actor", "authority:li")
+    out = ok(capsys, "allocate", "M1", "CEA-2025", "12_000", "--reason", "free allocation 2025", "--id", "a1", "--db", db, "--actor", "authority:li")
     assert "allocated 12,000 t of CEA-2025 to M1" in out
-    ok(capsys, "allocate", "M1", "CEA-2025", "300", "--compliance-only", "--reason", "compliance-only share", "--db", db)
-    ok(capsys, "allocate", "RES", "CEA-2025", "50000", "--reason", "reserve", "--db", db)
-    ok(capsys, "allocate", "M1", "CEA-2025", "1000", "--from-reserve", "--reason", "new entrant", "--db", db)
+    ok(capsys, "allocate", "M1", "CEA-2025", "300", "--compliance-only", "--reason", "compliance-only share", "--id", "a2", "--db", db)
+    ok(capsys, "allocate", "RES", "CEA-2025", "50000", "--reason", "reserve", "--id", "a3", "--db", db)
+    ok(capsys, "allocate", "M1", "CEA-2025", "1000", "--from-reserve", "--reason", "new entrant", "--id", "a4", "--db", db)
     out = ok(capsys, "holdings", "M1", "--db", db)
     assert "holdings of M1 (member_holding)" in out
     assert out.splitlines()[-1].split() == ["CEA-2025", "13,000", "300"]
@@ -70,22 +70,22 @@ def test_an_operator_session_from_init_to_verify(capsys: pytest.CaptureFixture[s
 def test_freeze_and_unfreeze(capsys: pytest.CaptureFixture[str], market: str) -> None:
     assert ok(capsys, "freeze", "M1", "--reason", "court order", "--db", market) == "M1 is frozen\n"
     assert "frozen" in ok(capsys, "holdings", "M1", "--db", market).splitlines()[0]
-    code, _, err = run(capsys, "allocate", "M1", "CEA-2025", "1", "--reason", "x", "--db", market)
+    code, _, err = run(capsys, "allocate", "M1", "CEA-2025", "1", "--reason", "x", "--id", "f1", "--db", market)
     assert (code, err) == (2, "error: registry account 'M1' is frozen\n")
     ok(capsys, "unfreeze", "M1", "--reason", "lifted", "--db", market)
-    ok(capsys, "allocate", "M1", "CEA-2025", "1", "--reason", "x", "--db", market)
+    ok(capsys, "allocate", "M1", "CEA-2025", "1", "--reason", "x", "--id", "f1", "--db", market)
 
 
 @pytest.mark.parametrize(("argv", "message"), [
     (["holdings", "NOBODY"], "error: unknown registry account 'NOBODY'"),
-    (["allocate", "M1", "CEA-2025", "900001", "--reason", "x"], "error: account 'GOV' holds 900000 t of CEA-2025, 900001 t wanted"),
-    (["allocate", "M1", "CEA-2030", "1", "--reason", "x"], "error: account 'GOV' holds 0 t of CEA-2030, 1 t wanted"),
-    (["allocate", "M1", "CEA-25", "1", "--reason", "x"], "error: unit 'CEA-25' is not valid here: expected an allowance unit CEA-YYYY"),
-    (["issue", "CEA-2025", "100001", "--reason", "x"], "error: issuing 100001 t would exceed the 2025 cap of 1000000 t (900000 t issued)"),
+    (["allocate", "M1", "CEA-2025", "900001", "--reason", "x", "--id", "r1"], "error: account 'GOV' holds 900000 t of CEA-2025, 900001 t wanted"),
+    (["allocate", "M1", "CEA-2030", "1", "--reason", "x", "--id", "r2"], "error: account 'GOV' holds 0 t of CEA-2030, 1 t wanted"),
+    (["allocate", "M1", "CEA-25", "1", "--reason", "x", "--id", "r3"], "error: unit 'CEA-25' is not valid here: expected an allowance unit CEA-YYYY"),
+    (["issue", "CEA-2025", "100001", "--reason", "x", "--id", "r4"], "error: issuing 100001 t would exceed the 2025 cap of 1000000 t (900000 t issued)"),
     (["set-cap", "2025", "10"], "error: a 2025 cap of 10 t is too low: 900000 t are already issued"),
     (["set-cap", "2025", "0"], "error: quantity 0 is not a whole number of tonnes"),
     (["open-account", "GOV2", "--type", "government_allocation"], "error: registry account 'GOV' already exists as government_allocation"),
-    (["allocate", "M1", "CEA-2025", "50001", "--reason", "x", "--from-reserve"], "error: account 'RES' holds 0 t"),
+    (["allocate", "M1", "CEA-2025", "50001", "--reason", "x", "--from-reserve", "--id", "r5"], "error: account 'RES' holds 0 t"),
 ])
 def test_a_refusal_names_the_problem_and_exits_2(
     capsys: pytest.CaptureFixture[str], market: str, argv: list[str], message: str,
