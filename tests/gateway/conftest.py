@@ -9,7 +9,10 @@ that signs its logon, keeps every message, and checks ``session_seq`` is gap-fre
 from __future__ import annotations
 
 import asyncio
+import re
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -227,3 +230,21 @@ def open_registry_account(data_dir: Path, member_id: str) -> None:
     registry = SqlRegistry(f"sqlite:///{data_dir / 'registry.db'}")
     registry.open_account(member_id, "member_holding", actor="test", reason="a new member")
     registry.close()
+
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+async def start_serve_process(data_dir: Path, *arguments: str) -> tuple[subprocess.Popen, str]:
+    """``exchange serve`` in a process of its own on a free port (its stdout piped, its log
+    dropped), and its URL once it serves."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
+         "--port", "0", "--data-dir", str(data_dir), *arguments],
+        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+    )
+    assert process.stdout is not None  # stdout=PIPE
+    line = await asyncio.to_thread(process.stdout.readline)
+    match = re.search(r"serving on (http://\S+) ", line)
+    assert match, f"no URL in {line!r}"
+    return process, match[1]

@@ -7,13 +7,10 @@ directly, with clocks given as numbers."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
-import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -24,7 +21,7 @@ from exchange.gateway.member import auth
 from exchange.gateway.member.auth import AuthError, AuthFailure, Authenticator, CredentialStore, NonceLog, sign_logon
 from exchange.gateway.member.wire import Logon
 from exchange.gateway.server import NONCES_FILE
-from tests.gateway.conftest import Member, call, logon_frame
+from tests.gateway.conftest import Member, call, logon_frame, start_serve_process
 
 ROOT = Path(__file__).resolve().parents[2]
 MASTER = bytes(range(32))
@@ -36,16 +33,7 @@ SKEW = auth.DEFAULT_MAX_SKEW_MS
 
 
 async def start_serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
-         "--port", "0", "--data-dir", str(data_dir)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert process.stdout is not None  # stdout=PIPE
-    line = await asyncio.to_thread(process.stdout.readline)
-    match = re.search(r"serving on (http://\S+) ", line)
-    assert match, f"no URL in {line!r}"
-    return process, match[1]
+    return await start_serve_process(data_dir)
 
 
 def sigkill(process: subprocess.Popen) -> None:

@@ -6,10 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-import re
 import signal
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
@@ -18,23 +16,14 @@ import pytest
 from exchange.app import build_core
 from exchange.config import Config
 from exchange.engine import FileJournal, decode_command
-from tests.gateway.conftest import DAY, Member, call, fixed_day_config_file, open_registry_account, order
+from tests.gateway.conftest import DAY, Member, call, fixed_day_config_file, open_registry_account, order, start_serve_process
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
 
 
 async def start_serve(data_dir: Path) -> tuple[subprocess.Popen, str]:
-    process = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from exchange.serve import main; sys.exit(main(sys.argv[1:]))",
-         "--port", "0", "--data-dir", str(data_dir), "--config", fixed_day_config_file(data_dir.parent)],
-        cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )
-    assert process.stdout is not None  # stdout=PIPE
-    line = await asyncio.to_thread(process.stdout.readline)
-    match = re.search(r"serving on (http://\S+) ", line)
-    assert match, f"no URL in {line!r}"
-    return process, match[1]
+    return await start_serve_process(data_dir, "--config", fixed_day_config_file(data_dir.parent))
 
 
 def replayed_hash(data_dir: Path) -> tuple[int, str]:
