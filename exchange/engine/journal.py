@@ -88,6 +88,8 @@ from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import NamedTuple, Protocol, runtime_checkable
 
+from exchange import files
+
 MAGIC = b"\x89CXJ\r\n\x1a\n"
 FORMAT_VERSION = 1
 CHAIN_SIZE = 16
@@ -457,7 +459,7 @@ class FileJournal(_Writer):
             fd = os.open(path, os.O_WRONLY | os.O_APPEND)
         except OSError:
             os.unlink(path)
-            _fsync_dir(path.parent)
+            files.fsync_dir(path.parent)
             raise
         os.close(self._fd)
         self._fd = fd
@@ -572,27 +574,14 @@ def file_header(base_seq: int = 0, base_chain: bytes = GENESIS_CHAIN) -> bytes:
 def _create_file(path: Path, header: bytes) -> None:
     """Create the file with its header atomically, so a journal never exists half-made."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
-    try:
-        os.write(fd, header)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.write_new(tmp, header)  # 0600: the journal is the service account's alone
     try:
         os.link(tmp, path)  # unlike rename, never replaces a journal someone else just made
     except FileExistsError:
         pass
     finally:
         os.unlink(tmp)
-    _fsync_dir(path.parent)
-
-
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    files.fsync_dir(path.parent)
 
 
 def _lock(fd: int, path: Path) -> None:
