@@ -100,6 +100,8 @@ CASES: dict[RejectReason, list] = {
     RejectReason.MEMBER_ALREADY_REGISTERED: [*MEMBERS, RegisterMember("bob", MemberKind.COVERED, 10_000)],
     RejectReason.AMOUNT_NOT_POSITIVE: [*MEMBERS, Deposit("bob", 0)],
     RejectReason.REFERENCE_REUSED: [*MEMBERS, Deposit("bob", 5, "B-1"), Deposit("bob", 6, "B-1")],
+    # alice sold 100 t for 1,000,000 fen today: she may buy with it, not withdraw it before settlement
+    RejectReason.PROCEEDS_NOT_SETTLED: [*OPEN, *BOB_BOUGHT, Withdraw("alice", 1_000_000_001)],
     RejectReason.LIMIT_OUT_OF_RANGE: [*MEMBERS, SetRiskLimits("bob", order_burst=10**10)],
     RejectReason.STATUS_UNCHANGED: [*MEMBERS, SetMemberStatus("bob", MemberStatus.ACTIVE)],
     RejectReason.HOLDING_LOAD_DURING_TRADING: [*OPEN, LoadHolding("bob", SYMBOL, 500)],

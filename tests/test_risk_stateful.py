@@ -211,6 +211,10 @@ class RiskMachine(RuleBasedStateMachine):
         self.day = FIRST_DAY - dt.timedelta(days=1)
         # What the events say (the model the checks compare with).
         self.cash_in = 0
+        # Per member: the cash settled (deposits - withdrawals + settled days' trades) and the
+        # open day's trade cash, settled at the next start of day (what a withdrawal may take).
+        self.settled = dict.fromkeys(MEMBERS, 0)
+        self.unsettled = dict.fromkeys(MEMBERS, 0)
         self.loaded = dict.fromkeys(SYMBOLS, 0)
         self.status = dict.fromkeys(MEMBERS, ACTIVE)
         self.killed = dict.fromkeys(MEMBERS, False)
@@ -341,6 +345,7 @@ class RiskMachine(RuleBasedStateMachine):
             elif kind is FundsWithdrawn:
                 assert self.status[event.member_id] != MemberStatus.FROZEN, "a frozen member withdrew"
                 assert event.amount_fen <= before["available"][event.member_id][0], "withdrew more than available"
+                assert event.amount_fen <= self.settled[event.member_id], "withdrew cash not yet settled"
             elif kind is HoldingLoaded:
                 assert self.phase in (TradingPhase.PRE_OPEN, TradingPhase.POST_CLOSE), "holding loaded during trading"
             elif kind is OrderFilled:
@@ -367,8 +372,10 @@ class RiskMachine(RuleBasedStateMachine):
             kind = type(event)
             if kind is FundsDeposited:
                 self.cash_in += event.amount_fen
+                self.settled[event.member_id] += event.amount_fen
             elif kind is FundsWithdrawn:
                 self.cash_in -= event.amount_fen
+                self.settled[event.member_id] -= event.amount_fen
             elif kind is HoldingLoaded:
                 self.loaded[event.instrument] += event.change_t
             elif kind is MemberStatusChanged:
@@ -386,9 +393,14 @@ class RiskMachine(RuleBasedStateMachine):
             elif kind is DayStarted:
                 if not self.day_open:
                     self.days += 1
+                for member, amount in self.unsettled.items():  # the day before counts as settled
+                    self.settled[member] += amount
+                    self.unsettled[member] = 0
                 self.day_open = True
                 self.phase = TradingPhase.PRE_OPEN
             elif kind is OrderFilled:
+                self.unsettled[event.buy_member_id] -= event.price_fen * event.qty_t
+                self.unsettled[event.sell_member_id] += event.price_fen * event.qty_t
                 unlock = self.days + self.policy.holding_days
                 self.bought.append((unlock, event.buy_member_id, event.instrument, event.qty_t))
             elif kind is DayClosed:

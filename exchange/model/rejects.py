@@ -64,6 +64,7 @@ class RejectReason(enum.IntEnum):
     HOLDING_BELOW_COMMITTED = 221, "The registry holding is less than open sell orders and locked purchases commit."
     LIMIT_OUT_OF_RANGE = 222, "A limit above its allowed maximum."
     REFERENCE_REUSED = 223, "The member already used this reference for a different deposit or withdrawal (another amount or direction)."
+    PROCEEDS_NOT_SETTLED = 224, "A withdrawal larger than the settled cash: today's sale proceeds buy at once but are paid out after settlement."
     # -- 5xx: the engine ------------------------------------------------------------------
     UNKNOWN_INSTRUMENT = 501, "The command names an instrument the exchange does not list."
     DAY_NOT_OPEN = 502, "An order command arrived while no trading day is open."

@@ -3,7 +3,14 @@ loaded from the registry, and the roll of every account from one trading day int
 
 Changing a status does not cancel resting orders; the kill switch does (the core cancels
 them on every book), and refuses new orders until the member is restored to ACTIVE. A
-FROZEN member may not withdraw. Every command here names a member; the house accounts are
+FROZEN member may not withdraw.
+
+A withdrawal takes settled cash only: at most what is available *and* at most the account's
+cash total (available, held, pending and the day's obligation together), which trades do not
+change until settlement moves the money. Sale proceeds are usable for buying the same day (the
+market rules) but are paid out only once settled: the cash ledger holds them only then, and a
+withdrawal of them before would be refused by the ledger after the exchange had accepted it
+(the clearing projection stopped on exactly that: reject 224 now, before anything moves). Every command here names a member; the house accounts are
 never reachable by them (their ``house:`` ids are not valid member ids), and an id that is
 not registered is refused with ``UNKNOWN_MEMBER``.
 
@@ -124,6 +131,8 @@ class MemberDesk:
             reason = R.MEMBER_FROZEN
         elif cmd.amount_fen > account.cash_available_fen:
             reason = R.INSUFFICIENT_AVAILABLE
+        elif cmd.amount_fen > account.cash_total():
+            reason = R.PROCEEDS_NOT_SETTLED
         if reason is not None:
             return [CommandRejected(CommandName.WITHDRAW, reason, cmd.member_id)]
         account.cash_available_fen -= cmd.amount_fen
