@@ -17,7 +17,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
-SMOKE = ["tests/test_golden_run.py", "tests/gateway/test_server_ws.py", "tests/clearing/test_settlement.py"]
+SMOKE = ["tests/test_golden_run.py", "tests/gateway/test_server_ws.py", "tests/clearing/test_settlement.py",
+         "tests/gateway/test_metrics.py", "tests/test_progress.py"]
 
 
 def lowest_pins(requirements: list[str]) -> list[str]:

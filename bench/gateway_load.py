@@ -123,6 +123,7 @@ max_open_orders = 1000000000
 
 [calendar]
 max_days_from_today = 36600   # the benchmark opens its fixed day, whatever today is
+automatic = false   # and runs the day itself (the calendar driver would open today)
 """
 
 # -- the server process ------------------------------------------------------------------------

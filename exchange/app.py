@@ -171,7 +171,7 @@ def events_of(records: Iterable[Applied]) -> list[Event]:
 
 
 def build_core(config: Config) -> ExchangeCore:
-    return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy())
+    return ExchangeCore(config.listed_instruments(), config.market.stp, config.risk.policy(), config.calendar.schedule())
 
 
 def open_engine(config: Config, data_dir: Path, clock: Clock, projections: Sequence[Projection] = ()) -> Engine:

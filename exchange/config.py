@@ -19,8 +19,12 @@ from exchange.model.instruments import Instrument
 from exchange.model.units import parse_fen
 from exchange.risk.limits import LIMIT_MAXIMA, RiskLimits, RiskPolicy
 from exchange.risk.schedule import SessionSchedule
+# The calendar's steps, handed on to the shell that runs them (the gateway's calendar driver),
+# which sees the risk room only through the configuration.
+from exchange.risk.schedule import DayAction as DayAction, DayStep as DayStep, next_action as next_action
 
 PositiveInt = Annotated[int, msgspec.Meta(ge=1, le=2**62)]
+TimeoutMs = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]  # up to an hour
 
 
 class ConfigError(Exception):
@@ -99,29 +103,57 @@ class RiskConfig(msgspec.Struct, forbid_unknown_fields=True):
 
 
 class CalendarConfig(msgspec.Struct, forbid_unknown_fields=True):
+    """The trading calendar (``docs/trading-day.md``): sessions in local exchange time, the
+    weekend and holidays (no trading day), and when ``exchange serve`` runs the day's steps."""
+
     sessions: list[tuple[str, str]] = msgspec.field(default_factory=lambda: [("09:30", "11:30"), ("13:00", "15:00")])
     holidays: list[str] = msgspec.field(default_factory=list)
     utc_offset_hours: Annotated[int, msgspec.Meta(ge=-12, le=14)] = 8
+    weekend: list[str] = msgspec.field(default_factory=lambda: ["saturday", "sunday"])
     # The operator API opens a day only this many days before or after today's date (local
     # exchange time): a typo such as 2062-11-25 would otherwise lock out every earlier date.
     max_days_from_today: Annotated[int, msgspec.Meta(ge=0, le=36_600)] = 7
+    # ``exchange serve`` runs the day by this calendar (start of day, phases, end of day,
+    # settlement); false leaves every step to the operator API.
+    automatic: bool = True
+    start_of_day_lead_minutes: Annotated[int, msgspec.Meta(ge=0, le=720)] = 15  # before the first session
+    settle_delay_minutes: Annotated[int, msgspec.Meta(ge=0, le=720)] = 30  # after the close
 
     def schedule(self) -> SessionSchedule:
         try:
-            return SessionSchedule(self.sessions, self.holidays, self.utc_offset_hours)
+            return SessionSchedule(
+                self.sessions, self.holidays, self.utc_offset_hours, self.weekend,
+                self.start_of_day_lead_minutes, self.settle_delay_minutes,
+            )
         except ValueError as error:
             raise ConfigError(f"calendar: {error}") from None
 
 
 class GatewayConfig(msgspec.Struct, forbid_unknown_fields=True):
-    """The member gateway's flood limits (``exchange/gateway/member/budget.py``). A field left
-    out is derived from ``[risk.limits]``, so lifting the order rate lifts these too."""
+    """The member gateway's flood limits (``exchange/gateway/member/budget.py``): a budget left
+    out is derived from ``[risk.limits]``, so lifting the order rate lifts these too; and its
+    connection caps and timeouts (``exchange/gateway/connections.py``, docs/security.md)."""
 
     session_frames_per_second: PositiveInt | None = None  # 2 x orders_per_second
     session_frame_burst: PositiveInt | None = None  # 2 x order_burst
     member_frames_per_second: PositiveInt | None = None  # 4 x orders_per_second, all sessions together
     member_frame_burst: PositiveInt | None = None  # 4 x order_burst
     member_max_pending: PositiveInt | None = None  # commands waiting for the engine: 4 x order_burst
+
+    # Connections before logon (exchange/gateway/connections.py, issue 10 finding 1). The
+    # total cap is further lowered at start to RLIMIT_NOFILE - descriptors open - the
+    # reserve, so connections never take the descriptors the stores need.
+    max_connections: PositiveInt = 10_000
+    max_connections_per_address: PositiveInt = 100
+    descriptor_reserve: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 128
+    # A connection's first request head (TLS handshake included) within this of the accept.
+    header_timeout_ms: TimeoutMs = 10_000
+    # A request body, complete, within this of its head (then 408 and the connection closed).
+    body_timeout_ms: TimeoutMs = 10_000
+    # A kept-alive HTTP connection with no request for this long is closed (aiohttp's keepalive_timeout).
+    idle_timeout_ms: TimeoutMs = 30_000
+    # A WebSocket that has not logged on this long after its upgrade is closed (logon_timeout).
+    logon_timeout_ms: TimeoutMs = 10_000
 
 
 class OperatorConfig(msgspec.Struct, forbid_unknown_fields=True):

@@ -12,13 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import msgspec
+import sqlalchemy as sa
 
 from exchange.app import Clearing, Exchange
+from exchange.clearing.ledger import LedgerError
 from exchange.gateway.port import (
-    HoldingBalance, MemberAccount, RegistryRefusal, StateSummary, TradeRecord,
+    AdmissionRefusal, DayState, HoldingBalance, MemberAccount, RegistryRefusal, StateSummary, TradeRecord,
 )
-from exchange.model.commands import Command
+from exchange.model.commands import Command, RegisterMember
 from exchange.model.stream import Applied
+from registry_adapter.port import MEMBER_HOLDING, RegistryError
 
 
 class ExchangeService:
@@ -48,6 +51,29 @@ class ExchangeService:
 
     def end_day(self) -> Applied:
         return self.exchange.end_day()
+
+    def admit_member(self, command: RegisterMember) -> Applied | AdmissionRefusal:
+        if command.member_id in self.exchange.core.risk.accounts:
+            return self.execute(command)  # registered already: the core's refusal, nothing opened
+        problem = self._open_accounts(command.member_id)
+        if problem is not None:
+            return AdmissionRefusal(command.member_id, problem)
+        return self.execute(command)
+
+    def _open_accounts(self, member_id: str) -> str | None:
+        """The cash account first (the exchange's own database), then the registry's."""
+        clearing = self.exchange.clearing
+        if clearing is None:  # an exchange without its clearing side (benchmarks) has no accounts to open
+            return None
+        try:
+            clearing.ledger.open_member_account(member_id)
+        except (LedgerError, sa.exc.SQLAlchemyError) as error:
+            return f"the cash ledger cannot open its account: {error}"
+        try:
+            clearing.registry.open_account(member_id, MEMBER_HOLDING, actor="exchange", reason="member admitted")
+        except RegistryError as error:
+            return f"the registry cannot open its account: {error}"
+        return None
 
     def settle(self, trading_day: str) -> dict[str, Any]:
         return msgspec.to_builtins(self.exchange.settle(trading_day))
@@ -95,6 +121,12 @@ class ExchangeService:
             except Exception as error:  # noqa: BLE001 - the registry's refusal, reported as it is
                 return RegistryRefusal(member_id, str(error))
         return None
+
+    def day_state(self) -> DayState:
+        core = self.exchange.core
+        clearing = self.exchange.clearing
+        status = clearing.settlement.status(core.trading_day) if clearing is not None and core.trading_day else None
+        return DayState(core.trading_day, core.day_open, core.risk.phase, status is not None and status[0] == "settled")
 
     def _clearing(self) -> Clearing:
         clearing = self.exchange.clearing

@@ -3,8 +3,11 @@
 registry ...`` runs them on their own.
 
 Each command prints a readable result and returns an exit code: 0 done, 1 ``verify`` found a
-problem, 2 refused or failed (a message on stderr names the problem). The registry database
-defaults to ``sqlite:///data/registry.db``; only ``init`` creates it.
+problem, 2 refused or failed (one line on stderr names the problem and, for an unknown
+account, where to look). The registry database defaults to ``sqlite:///data/registry.db``;
+only ``init`` creates it (``exchange init DIR`` makes one in a data directory, with its
+authority and exchange accounts). ``accounts`` lists every account: id, type, who holds it
+(a member's holding account has the member's id), frozen, opened, tonnes held.
 
 ``issue``, ``allocate`` and ``correct-allocation`` require ``--id``, the operation's id (1 to
 64 of letters, digits and _ . : -): an operator who does not know whether a command went
@@ -24,7 +27,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from registry_adapter.port import RegistryError
+from registry_adapter.port import RegistryError, UnknownAccount
 from registry_adapter.sql import AccountType, Entry, SqlRegistry, allowance_unit
 
 DEFAULT_DB_URL = "sqlite:///data/registry.db"
@@ -50,41 +53,43 @@ def add_registry_commands(subparsers: argparse._SubParsersAction) -> argparse.Ar
 
     command("init", init, "create the registry's tables (and the SQLite file)")
     parser = command("open-account", open_account, "open a registry account")
-    parser.add_argument("account_id", metavar="ID")
-    parser.add_argument("--type", required=True, choices=[kind.value for kind in AccountType], dest="account_type")
-    parser.add_argument("--reason", default="opened by an operator")
+    parser.add_argument("account_id", metavar="ID", help="the account's id (a member's holding account: the member's id)")
+    parser.add_argument("--type", required=True, choices=[kind.value for kind in AccountType], dest="account_type",
+                        help="the account's type")
+    parser.add_argument("--reason", default="opened by an operator", help="why: recorded with the entry")
     parser = command("set-cap", set_cap, "set the annual cap of a year (the authority)")
-    parser.add_argument("year", type=year_number, metavar="YEAR")
-    parser.add_argument("qty_t", type=tonnes, metavar="QTY")
-    parser.add_argument("--reason", default="annual cap set by the authority")
+    parser.add_argument("year", type=year_number, metavar="YEAR", help="the compliance year")
+    parser.add_argument("qty_t", type=tonnes, metavar="QTY", help="the cap in tonnes")
+    parser.add_argument("--reason", default="annual cap set by the authority", help="why: recorded with the entry")
     parser = command("issue", issue, "issue allowances of a vintage into the government allocation account")
-    parser.add_argument("unit", metavar="UNIT")
-    parser.add_argument("qty_t", type=tonnes, metavar="QTY")
-    parser.add_argument("--reason", required=True)
+    parser.add_argument("unit", metavar="UNIT", help="the allowance unit, e.g. CEA-2025")
+    parser.add_argument("qty_t", type=tonnes, metavar="QTY", help="tonnes to issue")
+    parser.add_argument("--reason", required=True, help="why: recorded with the entry")
     add_operation_id(parser)
     parser = command("allocate", allocate, "allocate allowances to an account from the government account")
-    parser.add_argument("account_id", metavar="ACCOUNT")
-    parser.add_argument("unit", metavar="UNIT")
-    parser.add_argument("qty_t", type=tonnes, metavar="QTY")
-    parser.add_argument("--reason", required=True)
+    parser.add_argument("account_id", metavar="ACCOUNT", help="the receiving account")
+    parser.add_argument("unit", metavar="UNIT", help="the allowance unit, e.g. CEA-2025")
+    parser.add_argument("qty_t", type=tonnes, metavar="QTY", help="tonnes to allocate")
+    parser.add_argument("--reason", required=True, help="why: recorded with the entry")
     parser.add_argument("--compliance-only", action="store_true", help="units the member can surrender, not trade")
     parser.add_argument("--from-reserve", action="store_true", help="allocate from the adjustment reserve")
     add_operation_id(parser)
     parser = command("correct-allocation", correct_allocation, "set what an allocation amounts to (a correcting entry)")
     parser.add_argument("seq", type=entry_number, metavar="ENTRY", help="the allocation's entry number (see history)")
     parser.add_argument("qty_t", type=tonnes, metavar="QTY", help="what the allocation amounts to now")
-    parser.add_argument("--reason", required=True)
+    parser.add_argument("--reason", required=True, help="why: recorded with the entry")
     add_operation_id(parser)
+    command("accounts", show_accounts, "list every account: id, type, who holds it, frozen, opened, tonnes held")
     parser = command("holdings", show_holdings, "show what an account holds")
-    parser.add_argument("account_id", metavar="ACCOUNT")
+    parser.add_argument("account_id", metavar="ACCOUNT", help="the account (see `exchange registry accounts`)")
     parser = command("history", show_history, "show the entries touching an account, oldest first")
-    parser.add_argument("account_id", metavar="ACCOUNT")
+    parser.add_argument("account_id", metavar="ACCOUNT", help="the account (see `exchange registry accounts`)")
     parser.add_argument("--limit", type=int, default=50, help="the latest N entries (0: all; default 50)")
     command("verify", verify, "recompute holdings from the journal and check the registry's rules")
     for name, run in (("freeze", freeze), ("unfreeze", unfreeze)):
         parser = command(name, run, f"{name} an account: nothing moves into or out of a frozen account")
-        parser.add_argument("account_id", metavar="ACCOUNT")
-        parser.add_argument("--reason", required=True)
+        parser.add_argument("account_id", metavar="ACCOUNT", help="the account (see `exchange registry accounts`)")
+        parser.add_argument("--reason", required=True, help="why: recorded with the entry")
     return registry
 
 
@@ -131,6 +136,9 @@ def guarded(run: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Name
     def guarded_run(args: argparse.Namespace) -> int:
         try:
             return run(args)
+        except UnknownAccount as error:
+            print(f"error: {error}: `exchange registry accounts` lists the accounts, "
+                  f"`exchange registry open-account` opens one", file=sys.stderr)
         except (RegistryError, CommandError) as error:
             print(f"error: {error}", file=sys.stderr)
         except sa.exc.SQLAlchemyError as error:
@@ -271,6 +279,33 @@ def already_done(operation_id: str, seq: int | None) -> int:
     recorded = f"entry {seq}" if seq is not None else "no entry (nothing needed correcting)"
     print(f"already done: operation {operation_id} was recorded before as {recorded}; nothing changed")
     return EXIT_OK
+
+
+# Who holds each type of account (a member's holding account has the member's id).
+HELD_BY = {
+    AccountType.MEMBER_HOLDING: "member {account_id}",
+    AccountType.EXCHANGE_SETTLEMENT: "the exchange",
+    AccountType.GOVERNMENT_ALLOCATION: "the authority",
+    AccountType.ADJUSTMENT_RESERVE: "the authority",
+    AccountType.AUCTION: "the authority (auctions)",
+    AccountType.CANCELLATION: "the authority (retired units)",
+}
+
+
+def show_accounts(args: argparse.Namespace) -> int:
+    def action(registry: SqlRegistry) -> int:
+        found = registry.accounts()
+        print(f"{'account':<28} {'type':<22} {'held by':<30} {'frozen':<6} {'opened (UTC)':<19} "
+              f"{'tradable t':>14} {'compliance-only t':>17}")
+        for account in found:
+            opened = datetime.fromtimestamp(account.opened_at_ns // 1_000_000_000, tz=UTC).strftime("%Y-%m-%d %H:%M:%S")
+            held_by = HELD_BY[account.account_type].format(account_id=account.account_id)
+            print(f"{account.account_id:<28} {account.account_type.value:<22} {held_by:<30} "
+                  f"{'yes' if account.frozen else 'no':<6} {opened:<19} {account.tradable_t:>14,} {account.compliance_only_t:>17,}")
+        print(f"{len(found)} account{'' if len(found) == 1 else 's'}")
+        return EXIT_OK
+
+    return with_registry(args, action)
 
 
 def show_holdings(args: argparse.Namespace) -> int:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 from registry_adapter.port import (
+    MEMBER_HOLDING,
     AccountFrozen,
     IdConflict,
     InsufficientHolding,
@@ -25,8 +26,12 @@ class InMemoryRegistry:
         self._applied: dict[str, Transfer] = {}
         self._operations: dict[str, tuple[str, str, int]] = {}  # operation id -> the issue it made
 
-    def open_account(self, account_id: str) -> None:
-        self._holdings.setdefault(account_id, {})
+    def open_account(self, account_id: str, account_type: str = MEMBER_HOLDING, *, actor: str = "", reason: str = "") -> bool:
+        """Open an account (the fake keeps no types); ``False`` if it was open already."""
+        if account_id in self._holdings:
+            return False
+        self._holdings[account_id] = {}
+        return True
 
     def issue(self, account_id: str, unit: str, qty_t: int, operation_id: str | None = None) -> None:
         """Credit an account (allocation by the authority, in the fake's terms)."""

@@ -9,6 +9,9 @@ again (a retry after a timeout, a restarted settlement) changes nothing and succ
 transfer whose id is known with a *different* body is refused with :class:`IdConflict`, and
 so is the whole batch. A batch is all or nothing: any refusal leaves the registry unchanged.
 
+Opening a member's account (``open_account``) is the one authority operation the exchange
+calls: admitting a member opens its holding account, under the member's id, in the same step.
+
 The authority's operations (issue, allocate, correct an allocation: not part of this port, the
 exchange never calls them) keep the same promise by an operation id: a retry with a known id
 returns the first result and changes nothing, the id with another request is refused with
@@ -93,7 +96,17 @@ class Transfer(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     memo: str = ""
 
 
+MEMBER_HOLDING = "member_holding"  # the account type of a member's own holdings
+
+
 class Registry(Protocol):
+    def open_account(self, account_id: str, account_type: str, *, actor: str, reason: str) -> bool:
+        """Open an account of ``account_type`` (a member's: :data:`MEMBER_HOLDING`); ``False``
+        if it is already open with that type, which changes nothing (a retry is harmless).
+        Raises a :class:`RegistryError` naming why it cannot be opened (the id taken by an
+        account of another type, a malformed id, the registry unavailable)."""
+        ...
+
     def holdings(self, account_id: str) -> Mapping[str, int]:
         """Settled, tradable holdings of an account: unit type (e.g. ``CEA-2025``) -> tonnes.
         Compliance-only units are not included: they cannot be traded. Raises

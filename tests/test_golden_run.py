@@ -21,7 +21,12 @@ from exchange.cli import main
 # sim sends no reference). Not a redesign: old journals decode and replay as before
 # (tests/test_deposit_references.py decodes the old three-element form).
 # Was 936b4eaab74f601701d05c4ad07234953e031c2599af018a3e9423d058560281.
-JOURNAL_SHA256 = "79a38a94ba79bcaea6e725d0fe90a629f3af5cdc5b2cfe1d4b81be6c0732e8e7"
+# Moved again by issue 11 (distinct cancel reasons): MassCancel gained a trailing ``reason``
+# (default MEMBER, what every older record meant), so each of the run's 54 mass cancels
+# encodes one more element; the events and the state hash do not move, and old records decode
+# to the same command (tests/gateway/test_protocol_member.py decodes the old forms).
+# Was 79a38a94ba79bcaea6e725d0fe90a629f3af5cdc5b2cfe1d4b81be6c0732e8e7.
+JOURNAL_SHA256 = "5d94454263a84d2bcd867ce9dbeb87d6a3275285e3ea3e20942a27d53a4af87d"
 # Moved by issue 9 part A: OrderRejected carries the refused order's fields (side, order_type,
 # tif, price_fen, qty_t); CommandRejected.command became the CommandName enum (same bytes).
 # Was f5f5cf31153182f9792ec643728d9c49993dfcea5a472aeb434f0af44c400616.

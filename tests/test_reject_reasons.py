@@ -41,11 +41,13 @@ from exchange.model import (
     Withdraw,
 )
 from exchange.risk import RiskPolicy
+from exchange.risk.schedule import SessionSchedule
 
 SYMBOL = "CEA-2025"
 # tick 5 fen, lot 10 t, at most 1,000 t; band +-10 % of 100.00 = 90.00 .. 110.00
 INSTRUMENT = Instrument(SYMBOL, InstrumentKind.ALLOWANCE, 10_000, vintage=2025, tick_fen=5, lot_t=10, max_order_qty_t=1_000)
 POLICY = RiskPolicy(position_limit_t=5_000)
+HOLIDAY = "2026-11-25"  # a Wednesday the calendar does not trade
 
 MEMBERS: list[Command] = [
     RegisterMember("alice", MemberKind.VOLUNTARY),
@@ -117,6 +119,8 @@ CASES: dict[RejectReason, list] = {
     RejectReason.VOID_NO_DAY_OPEN: [*OPEN, EndDay(), VoidDay("2026-11-23")],
     RejectReason.VOID_NOT_THE_OPEN_DAY: [*OPEN, VoidDay("2026-11-24")],
     RejectReason.VOID_DAY_HAS_TRADES: [*OPEN, *BOB_BOUGHT, VoidDay("2026-11-23")],
+    RejectReason.DAY_IS_WEEKEND: [*MEMBERS, StartDay("2026-11-28")],  # a Saturday
+    RejectReason.DAY_IS_HOLIDAY: [*MEMBERS, StartDay(HOLIDAY)],
 }
 
 
@@ -129,7 +133,8 @@ def events_of(result) -> list:
 
 
 def new_engine() -> Engine:
-    return Engine(ExchangeCore([INSTRUMENT], risk_policy=POLICY), MemoryJournal(), clock=lambda: 1)
+    core = ExchangeCore([INSTRUMENT], risk_policy=POLICY, calendar=SessionSchedule(holidays=[HOLIDAY]))
+    return Engine(core, MemoryJournal(), clock=lambda: 1)
 
 
 def run(commands: list) -> list:

@@ -20,7 +20,7 @@ from exchange.engine import replay
 from exchange.gateway.member.wire import ExecutionReport, decode_outbound, parse_price
 from exchange.model.events import OrderAccepted, OrderFilled, OrderRejected
 from exchange.sim.member_client import SimMember
-from exchange.sim.progress import Progress
+from exchange.progress import Progress
 from exchange.sim.served import MEMBER_LOGS, add_served_arguments, run_served, served_config
 
 DAY = "2026-11-23"

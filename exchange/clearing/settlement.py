@@ -26,7 +26,8 @@ runs the stages, records the progress and writes the statements. Each stage is r
 6. **Reconcile**: every account's registry holding and ledger balance must equal the
    exchange's view (the closing positions after their obligations), to the tonne and the
    fen, and the settlement account must be back at zero.
-7. **Statements**: one CSV per account with a closing position or a trade, and the settlement
+7. **Statements**: one CSV per account with a closing position or a trade (money in integer
+   fen, every column described in ``docs/statements.md``), and the settlement
    report, written to a temporary directory and renamed into place, durably and privately
    (mode 0600 in 0700 directories): each file fsynced, the directory fsynced, renamed, its
    parent fsynced (:mod:`exchange.files`), so a day recorded as settled has its statements
@@ -66,7 +67,6 @@ from exchange.clearing.ledger import SETTLEMENT, CashLedger, LedgerError, Operat
 from exchange.clearing.obligations import CASH
 from exchange.clearing.plan import ClosingPosition, SettlementPlan
 from exchange.clearing.trades import TradeStore
-from exchange.model.units import format_fen
 from registry_adapter.port import (
     Registry,
     RegistryError,
@@ -202,6 +202,14 @@ class Settlement:
         self._write_statements(plan, positions, report)
         self._advance(plan.trading_day, Stage.SETTLED, report=msgspec.json.encode(report).decode())
         return report
+
+    def settled_report(self, trading_day: str) -> SettlementReport | None:
+        """The stored report of a day already settled (``settle`` would return it and write
+        nothing); None for a day not settled yet."""
+        record = self._record(trading_day)
+        if record is None or record.stage != Stage.SETTLED:
+            return None
+        return msgspec.json.decode(record.report, type=SettlementReport)
 
     # -- the record of each day's progress ---------------------------------------------------
 
@@ -356,22 +364,25 @@ class Settlement:
         self.checkpoint("statements-written")
 
 
-STATEMENT_HEADER = "record,instrument,trade_id,side,qty_t,price_cny,amount_cny\n"
+# The columns are documented in docs/statements.md; money is integer fen, as everywhere inside
+# the exchange (a reader that wants yuan divides by 100; nothing is rounded on the way).
+STATEMENT_HEADER = "record,instrument,trade_id,side,qty_t,price_fen,amount_fen\n"
 
 
 def write_statements(directory: Path, plan: SettlementPlan, positions: Sequence[ClosingPosition]) -> None:
-    """One CSV per account with a closing position or a trade: its trades (amount +
-    received, - paid), its net per asset, and its settled holdings and cash.
+    """One CSV per account with a closing position or a trade: its trades (amount in fen,
+    + received, - paid), its net per asset, and its settled holdings and cash (fen, tonnes).
+    Every column is described in ``docs/statements.md``.
 
     Written as text rather than through ``csv``: no field can hold a comma, a quote or a line
     break (symbols, account ids and numbers are all constrained), and a million trades appear
     on two statements each, so each trade's figures are formatted once."""
     lines: dict[str, list[str]] = {row.member_id: [STATEMENT_HEADER] for row in positions}
     for ob in plan.obligations:
-        price, value = format_fen(ob.price_fen), format_fen(ob.value_fen)
         common = f"trade,{ob.instrument},{ob.trade_id},"
-        lines.setdefault(ob.buyer, [STATEMENT_HEADER]).append(f"{common}buy,{ob.qty_t},{price},-{value}\n")
-        lines.setdefault(ob.seller, [STATEMENT_HEADER]).append(f"{common}sell,{ob.qty_t},{price},{value}\n")
+        figures = f"{ob.qty_t},{ob.price_fen},"
+        lines.setdefault(ob.buyer, [STATEMENT_HEADER]).append(f"{common}buy,{figures}{-ob.value_fen}\n")
+        lines.setdefault(ob.seller, [STATEMENT_HEADER]).append(f"{common}sell,{figures}{ob.value_fen}\n")
     for row in positions:
         lines[row.member_id].extend(statement_totals(row, plan))
     for account, text in lines.items():
@@ -382,7 +393,7 @@ def statement_totals(row: ClosingPosition, plan: SettlementPlan) -> list[str]:
     """A closing-position row's net for the day and its settled figure."""
     net = plan.net(row.member_id, row.asset)
     if row.asset == CASH:
-        net_line = f"net,,,{'pay' if net > 0 else 'receive'},,,{format_fen(-net)}\n"
-        return [net_line, f"settled_cash,,,,,,{format_fen(row.settled)}\n"]
+        net_line = f"net,,,{'pay' if net > 0 else 'receive'},,,{-net}\n"
+        return [net_line, f"settled_cash,,,,,,{row.settled}\n"]
     net_line = f"net,{row.asset},,{'deliver' if net > 0 else 'receive'},{-net},,\n"
     return [net_line, f"settled_holding,{row.asset},,,{row.settled},,\n"]

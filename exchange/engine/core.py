@@ -22,6 +22,11 @@ Decisions worth knowing:
   calendar date (``units.parse_trading_day``): ``2026-13-45`` is ``DAY_NOT_A_DATE``, decided
   from the command alone, so a journal that holds one replays the same refusal. Whether the
   date is near today is the shell's question (it has the wall clock; the core has none).
+* A start of day on a day the calendar does not trade (``calendar``, the configuration's
+  ``[calendar]``: a weekend day is ``DAY_IS_WEEKEND``, a holiday ``DAY_IS_HOLIDAY``) is
+  refused, whoever sends it. The calendar is configuration handed to the core, like the
+  instruments: replay needs the same one, so a holiday is added ahead of its date, never for a
+  day already traded. A core built without a calendar (the unit tests' rooms) trades any date.
 * ``VoidDay`` takes back a day opened by mistake. It must name the open day
   (``VOID_NOT_THE_OPEN_DAY``; no open day: ``VOID_NO_DAY_OPEN``) and nothing may have
   traded on it (``VOID_DAY_HAS_TRADES``: a trade is binding, the day is ended and settled as
@@ -40,6 +45,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Sequence
+from datetime import date
 
 import msgspec
 
@@ -76,6 +82,7 @@ from exchange.model.instruments import Instrument
 from exchange.model.rejects import RejectReason
 from exchange.model.units import is_trading_day
 from exchange.risk import RiskGate, RiskPolicy
+from exchange.risk.schedule import SessionSchedule
 from exchange.risk.state import RiskState
 
 
@@ -107,7 +114,9 @@ class ExchangeCore:
         instruments: Sequence[Instrument],
         self_trade_policy: SelfTradePolicy = SelfTradePolicy.CANCEL_NEWEST,
         risk_policy: RiskPolicy | None = None,
+        calendar: SessionSchedule | None = None,
     ) -> None:
+        self.calendar = calendar
         self.trade_ids = TradeIds()
         self.books: dict[str, OrderBook] = {
             i.symbol: OrderBook(i, self.trade_ids, self_trade_policy) for i in instruments
@@ -236,7 +245,7 @@ class ExchangeCore:
             return [CommandRejected(CommandName.MASS_CANCEL, RejectReason.UNKNOWN_INSTRUMENT, command.instrument)]
         events: list[Event] = []
         for symbol in symbols:
-            events.extend(self.books[symbol].mass_cancel(command.member_id))
+            events.extend(self.books[symbol].mass_cancel(command.member_id, command.reason))
         self.risk.apply(events)
         return events
 
@@ -270,6 +279,10 @@ class ExchangeCore:
     def _start_day(self, command: StartDay) -> list[Event]:
         if not is_trading_day(command.trading_day):
             return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_NOT_A_DATE, command.trading_day)]
+        not_trading = self.calendar.why_not_trading(date.fromisoformat(command.trading_day)) if self.calendar else None
+        if not_trading is not None:
+            reason = RejectReason.DAY_IS_WEEKEND if not_trading == "weekend" else RejectReason.DAY_IS_HOLIDAY
+            return [CommandRejected(CommandName.START_DAY, reason, command.trading_day)]
         if self.day_open:
             return [CommandRejected(CommandName.START_DAY, RejectReason.DAY_ALREADY_OPEN)]
         if command.trading_day <= self.trading_day:

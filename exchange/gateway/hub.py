@@ -80,6 +80,10 @@ Decisions:
   for a full period as though the member had renewed it at the restart (a logon does not stop
   it, as before the crash; a ``cancel_after`` renews or disarms it). A grace that runs out
   while the member has open orders (per the tracker) sends one journalled ``MassCancel``.
+* **Cancels say who cancelled.** The hub's ``MassCancel`` carries its reason
+  (``CANCEL_ON_DISCONNECT`` for a last session's end, a logout and a grace run out;
+  ``DEAD_MAN_TIMER`` for the timer), which the engine puts in every ``OrderCancelled``, so the
+  member's execution reports tell these apart from its own cancels (``member``).
 * **Sessions are seen through** :class:`MemberSession` (a Protocol): the hub never imports
   the WebSocket session, which imports the hub.
 """
@@ -102,6 +106,7 @@ from exchange.gateway.member.wire import MAX_ERRORS_PER_MINUTE, ErrorBudget, Pri
 from exchange.gateway.port import ExchangePort
 from exchange.gateway.views import GatewayViews
 from exchange.model.commands import MassCancel, SetSessionGuard, SubmitOrder
+from exchange.model.enums import CancelReason
 from exchange.model.events import CommandRejected, Event, OrderCancelled, OrderRejected
 from exchange.model.stream import Applied
 
@@ -466,6 +471,11 @@ class Hub:
         """How many of the member's commands wait for the engine."""
         return self._queue.waiting(member_id)
 
+    def orders_in_flight(self, member_id: str) -> bool:
+        """The member may have orders the tracker does not show yet: commands waiting, or a
+        new order taken but not yet durable (its client order id still pending)."""
+        return self._queue.waiting(member_id) > 0 or any(member == member_id for member, _ in self._pending)
+
     # -- sessions ------------------------------------------------------------------------------
 
     def can_connect(self, member_id: str) -> bool:
@@ -498,7 +508,7 @@ class Hub:
             return
         del self.sessions[session.member_id]
         if cancel_orders and self._accepting and self.tracker.open_orders(session.member_id):
-            self._cancel_all(session.member_id, "cancel-on-disconnect")
+            self._cancel_all(session.member_id, CancelReason.CANCEL_ON_DISCONNECT, "cancel-on-disconnect")
 
     def subscribe(self, session: MemberSession, instrument: str) -> None:
         subscribers = self.subscribers.setdefault(instrument, [])
@@ -555,7 +565,7 @@ class Hub:
             return
         # With a live session an order may be in flight, so cancel whatever the tracker says.
         if self.sessions.get(member_id) or self.tracker.open_orders(member_id):
-            self._cancel_all(member_id, "dead-man timer")
+            self._cancel_all(member_id, CancelReason.DEAD_MAN_TIMER, "dead-man timer")
         self._journal_guard(member_id)  # the timer is off now
 
     # -- session guards ------------------------------------------------------------------------
@@ -604,7 +614,7 @@ class Hub:
     def _grace_expired(self, member_id: str) -> None:
         self._grace.pop(member_id, None)
         if self._accepting and not self.sessions.get(member_id) and self.tracker.open_orders(member_id):
-            self._cancel_all(member_id, "cancel-on-disconnect: not back within the grace period after a restart")
+            self._cancel_all(member_id, CancelReason.CANCEL_ON_DISCONNECT, "cancel-on-disconnect: not back within the grace period after a restart")
 
     def grace_pending(self, member_id: str) -> bool:
         """The member's grace after a restart is still running."""
@@ -614,10 +624,11 @@ class Hub:
         """The member's armed dead-man period (0: none)."""
         return self._dead_man_ms.get(member_id, 0)
 
-    def _cancel_all(self, member_id: str, why: str) -> None:
-        """Queue one ``MassCancel`` for the member now (in order with what is queued)."""
+    def _cancel_all(self, member_id: str, reason: CancelReason, why: str) -> None:
+        """Queue one ``MassCancel`` for the member now (in order with what is queued); its
+        ``reason`` is what the member's execution reports give as ``cancel_reason``."""
         try:
-            future = self.enqueue(MassCancel(member_id))
+            future = self.enqueue(MassCancel(member_id, None, reason))
         except HubStopped:
             return
 

@@ -30,8 +30,8 @@ from typing import Any, Protocol
 
 import msgspec
 
-from exchange.model.commands import Command
-from exchange.model.enums import MemberKind, MemberStatus
+from exchange.model.commands import Command, RegisterMember
+from exchange.model.enums import MemberKind, MemberStatus, TradingPhase
 from exchange.model.stream import Applied
 
 
@@ -88,8 +88,27 @@ class TradeRecord(msgspec.Struct, frozen=True):
     seq: int
 
 
+class DayState(msgspec.Struct, frozen=True):
+    """Where the trading day is, as the calendar driver needs it: the core's trading day
+    ("" before the first), whether it is open, its phase, and whether settlement of that day
+    has finished."""
+
+    trading_day: str
+    day_open: bool
+    phase: TradingPhase
+    settled: bool
+
+
 class RegistryRefusal(msgspec.Struct, frozen=True):
     """The registry could not answer for a member (so the day must not open)."""
+
+    member_id: str
+    problem: str
+
+
+class AdmissionRefusal(msgspec.Struct, frozen=True):
+    """A member could not be admitted: one of its accounts could not be opened (nothing was
+    registered)."""
 
     member_id: str
     problem: str
@@ -123,6 +142,12 @@ class ExchangePort(Protocol):
     def end_day(self) -> Applied:
         """Close the trading day (and make it durable)."""
 
+    def admit_member(self, command: RegisterMember) -> Applied | AdmissionRefusal:
+        """Open the member's registry account (a member holding, its id the member id) and its
+        cash account, then register it, in one step; the refusal, with nothing registered,
+        if an account cannot be opened. Opening is idempotent: an account opened before (by
+        the registry's operator, or by an admission refused later) is used as it is."""
+
     def settle(self, trading_day: str) -> dict[str, Any]:
         """Settle a closed day; the settlement report as JSON-ready builtins. Raises what
         stopped it."""
@@ -147,3 +172,6 @@ class ExchangePort(Protocol):
 
     def registry_refusal(self) -> RegistryRefusal | None:
         """The first member (in id order) whose holdings the registry cannot give, if any."""
+
+    def day_state(self) -> DayState:
+        """The trading day's state (the engine's, and whether its settlement finished)."""

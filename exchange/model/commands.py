@@ -15,7 +15,7 @@ from typing import Annotated
 
 import msgspec
 
-from exchange.model.enums import MemberKind, MemberStatus, OrderType, Side, TimeInForce, TradingPhase
+from exchange.model.enums import CancelReason, MemberKind, MemberStatus, OrderType, Side, TimeInForce, TradingPhase
 from exchange.model.instruments import PriceFen, QtyT, Symbol
 from exchange.model.units import MAX_ID, MAX_NOTIONAL_FEN
 
@@ -69,10 +69,17 @@ class AmendOrder(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_
 
 
 class MassCancel(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):
-    """Cancel all of a member's open orders, on one instrument or (``None``) on all."""
+    """Cancel all of a member's open orders, on one instrument or (``None``) on all.
+
+    ``reason`` is what the cancels report (``OrderCancelled.reason``): ``MEMBER`` when the
+    member asked, else who acted for it (cancel-on-disconnect, the dead-man timer, the
+    exchange). It was appended with the default every journal written before it meant, so an
+    old two- or three-element record decodes to the same command and replays to the same
+    events (tests/gateway/test_protocol_member.py decodes the old forms)."""
 
     member_id: MemberId
     instrument: Symbol | None = None
+    reason: CancelReason = CancelReason.MEMBER
 
 
 class StartDay(msgspec.Struct, frozen=True, tag=True, array_like=True, forbid_unknown_fields=True):

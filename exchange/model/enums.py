@@ -31,6 +31,10 @@ class CancelReason(enum.IntEnum):
     PRICE_OUTSIDE_BAND = 5  # a GTC order left outside the new day's band at the open
     KILL_SWITCH = 6  # the member's kill switch was turned on
     DAY_VOIDED = 7  # accepted on a trading day that was voided (VoidDay)
+    # Reasons a MassCancel carries (MassCancel.reason), so that a member can tell who cancelled:
+    CANCEL_ON_DISCONNECT = 8  # the member's last session ended (or logged out) with cancel-on-disconnect
+    DEAD_MAN_TIMER = 9  # the member's dead-man timer (cancel_after) ran out
+    EXCHANGE = 10  # the exchange's operator cancelled the member's orders
 
 
 class SelfTradePolicy(enum.IntEnum):

@@ -75,3 +75,5 @@ class RejectReason(enum.IntEnum):
     VOID_NO_DAY_OPEN = 507, "A void arrived while no trading day is open; a closed day is binding: settle it."
     VOID_NOT_THE_OPEN_DAY = 508, "The void names another day than the trading day that is open."
     VOID_DAY_HAS_TRADES = 509, "The day has trades, so it is binding: end it and settle it as it is."
+    DAY_IS_WEEKEND = 510, "A start-of-day named a day of the calendar's weekend ([calendar] weekend): no trading day."
+    DAY_IS_HOLIDAY = 511, "A start-of-day named a holiday of the calendar ([calendar] holidays): no trading day."

@@ -7,7 +7,7 @@
   :mod:`exchange.sim.served_exchange` (starting the served exchange, in one function),
   :mod:`exchange.sim.member_client` (a member's WebSocket session), :mod:`exchange.sim.operator`
   (the operator's day over HTTP), :mod:`exchange.sim.checks` (the result and its checks),
-  :mod:`exchange.sim.report` (the printed summary), :mod:`exchange.sim.progress` (the bar);
+  :mod:`exchange.sim.report` (the printed summary); the progress bar is :mod:`exchange.progress`;
 * ``bench/gateway_load.py`` drives the same strategies as a load generator.
 
 Nothing is imported here, so the in-process session does not load aiohttp.

@@ -27,7 +27,7 @@ from exchange.risk.schedule import SessionSchedule
 from exchange.sim.checks import DayResult, ServedRun
 from exchange.sim.member_client import SimMember
 from exchange.sim.operator import Operator, operator_actions
-from exchange.sim.progress import Progress
+from exchange.progress import Progress
 
 
 @dataclass

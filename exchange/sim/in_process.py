@@ -50,6 +50,7 @@ from exchange.model import (
 )
 from exchange.model.events import HoldingLoaded
 from exchange.model.rejects import RejectReason
+from exchange.progress import Progress
 from exchange.risk.schedule import SessionSchedule
 from exchange.sim import strategies
 from exchange.sim.members import CASH_PER_MEMBER_FEN, member_ids, plan_members
@@ -139,7 +140,8 @@ class Simulation:
     or on a bare engine, whose start-of-day holdings then come from an in-memory registry."""
 
     def __init__(
-        self, exchange: Exchange | Engine, seed: int, members: int, start_day: date, schedule: SessionSchedule | None = None
+        self, exchange: Exchange | Engine, seed: int, members: int, start_day: date, schedule: SessionSchedule | None = None,
+        progress: Progress | None = None,
     ) -> None:
         self.exchange = exchange if isinstance(exchange, Exchange) else Exchange(exchange)
         engine = self.engine = self.exchange.engine
@@ -158,6 +160,7 @@ class Simulation:
         self.registry = self.exchange.registry or InMemoryRegistry()
         self.first_seq = engine.last_seq
         self.undo: list[tuple[int, Command]] = []  # (command number, command): operator reversals
+        self.progress = progress or Progress(0, enabled=False)  # counts commands; shows only when enabled
 
     @property
     def styles(self) -> dict[str, str]:
@@ -168,6 +171,8 @@ class Simulation:
         for day_number in range(days):
             self._run_day(commands_per_day, first=day_number == 0)
             if settle and self.exchange.clearing is not None:
+                self.progress.stage = f"{self.day} settlement"
+                self.progress.tick()
                 self.summary.settlements.append(self.exchange.settle(self.day.isoformat()))
             self.day = self.schedule.next_trading_day(self.day)
         self.exchange.flush()
@@ -182,9 +187,12 @@ class Simulation:
             self._admit_members()
         self._tally(events_of(self.exchange.start_day(self.day.isoformat(), self.registry)))
         trading_ns = self.schedule.trading_seconds() * NS
+        self.progress.stage = f"{self.day} trading"
         for n in range(commands):
             self._advance(sessions, phases, n * trading_ns // max(commands, 1))
             self._execute(self._next_command())
+            self.progress.done += 1
+            self.progress.tick()
         self._advance(sessions, phases, trading_ns)
         self._tally(self.exchange.end_day().events)
 

@@ -54,7 +54,7 @@ from exchange.gateway.member.wire import (
     parse_price,
 )
 from exchange.model import Side
-from exchange.sim.progress import Progress
+from exchange.progress import Progress
 from exchange.sim.strategies import (
     FAIR_MARGIN_FEN,
     AmendIntent,

@@ -19,7 +19,7 @@ import aiohttp
 import msgspec
 
 from exchange.sim.checks import ServedRun
-from exchange.sim.progress import Progress
+from exchange.progress import Progress
 from exchange.sim.strategies import OperatorAction, operator_action
 
 EVERY_ORDERS = (200, 800)  # orders between two operator decisions

@@ -27,8 +27,9 @@ the wall clock, and this run squeezes a trading day of hours into seconds.
 :func:`run_served` prints the summary and returns 0 when every check passed, 1 otherwise, 2 on
 bad options or a data directory that already holds an exchange. With a ``--data-dir`` the
 members' private messages are kept as JSON lines in ``DATA_DIR/member-logs/M0001.jsonl`` next
-to the journal, so they can be checked against it later. The progress bar (``--progress``)
-shows by default (``auto``) only when stderr is a terminal.
+to the journal, so they can be checked against it later. The progress (``--progress``,
+:mod:`exchange.progress`) is by default (``auto``) a bar when stderr is a terminal and a plain
+line every few seconds when it is not.
 """
 
 from __future__ import annotations
@@ -53,7 +54,7 @@ from exchange.sim.day import DayDriver
 from exchange.sim.member_client import SimMember
 from exchange.sim.members import CASH_PER_MEMBER_FEN, MemberPlan, member_ids, plan_members
 from exchange.sim.operator import Operator, OperatorError
-from exchange.sim.progress import Progress
+from exchange.progress import Progress
 from exchange.sim.report import print_served_summary
 from exchange.sim.served_exchange import ServedExchange, served_exchange
 from registry_adapter.demo import allocate_holdings
@@ -81,7 +82,8 @@ def add_served_arguments(parser: argparse.ArgumentParser) -> argparse.ArgumentPa
     )
     parser.add_argument(
         "--progress", choices=("auto", "always", "never"), default="auto",
-        help="served run: the progress bar on stderr (auto: only on a terminal)",
+        help="the progress on stderr: auto, a bar on a terminal and a plain line every few seconds otherwise; "
+             "always, the bar even off a terminal; never, none",
     )
     return parser
 
@@ -108,7 +110,7 @@ def run_served(args: argparse.Namespace) -> int:
         run = simulate_served(
             config, data_dir, seed=_given(args, "seed", DEFAULT_SEED), members=members, orders=orders, days=days,
             start=start, clearing_url=getattr(args, "clearing_db", None), window=window,
-            progress=progress == "always" or (progress == "auto" and sys.stderr.isatty()),
+            progress=progress != "never", bar=True if progress == "always" else None,
             member_logs=given is not None, out=sys.stdout,
         )
     print_served_summary(run)
@@ -150,11 +152,12 @@ def simulate_served(
     config: Config, data_dir: Path, *, seed: int = DEFAULT_SEED, members: int = DEFAULT_MEMBERS,
     orders: int = DEFAULT_ORDERS, days: int = 1, start: str = DEFAULT_START, clearing_url: str | None = None,
     window: int = DEFAULT_WINDOW, progress: bool = False, member_logs: bool = True, out: TextIO | None = None,
+    bar: bool | None = None,
 ) -> ServedRun:
     """Start the served exchange over ``data_dir`` (empty), run ``days`` trading days with
     ``members`` members sending ``orders`` new orders a day, settle each, check; the result."""
     simulation = ServedSimulation(config, data_dir, seed, members, orders, days, date.fromisoformat(start),
-                                  clearing_url, window, progress, member_logs, out)
+                                  clearing_url, window, progress, member_logs, out, bar)
     return asyncio.run(simulation.run())
 
 
@@ -162,6 +165,7 @@ class ServedSimulation:
     def __init__(
         self, config: Config, data_dir: Path, seed: int, members: int, orders: int, days: int, start: date,
         clearing_url: str | None, window: int, progress: bool, member_logs: bool, out: TextIO | None,
+        bar: bool | None = None,
     ) -> None:
         if members < 2 or orders < 0 or days < 1 or window < 1:
             raise ValueError("the served simulation needs 2 or more members, 1 or more days, a window of 1 or more")
@@ -175,7 +179,7 @@ class ServedSimulation:
         self.day = start if self.schedule.is_trading_day(start) else self.schedule.next_trading_day(start)
         self.clearing_url, self.window = clearing_url, window
         self.member_logs, self.out = member_logs, out
-        self.progress = Progress(orders * days, progress)
+        self.progress = Progress(orders * days, progress, bar=bar)
         self.result = ServedRun(data_dir=str(data_dir), seed=seed, members=members, window=window)
         self.result.styles.update(plan.style for plan in self.plans)
         self.clients: list[SimMember] = []

@@ -13,6 +13,7 @@ from registry_adapter.sql.rules import compliance_status
 from registry_adapter.sql.schema import accounts, caps, compliance_records, entries, holdings, operation_ids
 from registry_adapter.sql.vocabulary import (
     MOVEMENTS,
+    AccountSummary,
     AccountType,
     ComplianceStatus,
     Entry,
@@ -31,6 +32,20 @@ class Queries(RegistryBase):
         if kind is None:
             raise UnknownAccount(account_id)
         return AccountType(kind)
+
+    def accounts(self) -> list[AccountSummary]:
+        """Every account, by id, with its type, frozen flag, opening time and tonnes held."""
+        a, h = accounts.c, holdings.c
+        with self._reading() as connection:
+            held: Counter[tuple[str, bool]] = Counter()
+            for account_id, compliance_only, qty in connection.execute(sa.select(h.account_id, h.compliance_only, h.qty_t)):
+                held[(account_id, bool(compliance_only))] += qty
+            rows = connection.execute(sa.select(a.account_id, a.account_type, a.frozen, a.opened_at_ns).order_by(a.account_id))
+            return [
+                AccountSummary(row.account_id, AccountType(row.account_type), bool(row.frozen), row.opened_at_ns,
+                               held[(row.account_id, False)], held[(row.account_id, True)])
+                for row in rows
+            ]
 
     def is_frozen(self, account_id: str) -> bool:
         with self._reading() as connection:

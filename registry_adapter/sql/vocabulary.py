@@ -102,6 +102,17 @@ class Holding(msgspec.Struct, frozen=True):
     qty_t: int
 
 
+class AccountSummary(msgspec.Struct, frozen=True):
+    """One account as ``exchange registry accounts`` lists it: tonnes over every unit held."""
+
+    account_id: str
+    account_type: AccountType
+    frozen: bool
+    opened_at_ns: int
+    tradable_t: int
+    compliance_only_t: int
+
+
 class ComplianceStatus(msgspec.Struct, frozen=True):
     account_id: str
     year: int

@@ -73,7 +73,7 @@ def test_a_day_settles_to_zero_difference(day: tuple[Path, str]) -> None:
     assert [p.name for p in statements][-1] == "settlement-report.json"
     assert len(statements) == 11  # ten members and the report
     header, *rows = statements[0].read_text().splitlines()
-    assert header == "record,instrument,trade_id,side,qty_t,price_cny,amount_cny"
+    assert header == "record,instrument,trade_id,side,qty_t,price_fen,amount_fen"
     assert rows[-1].startswith("settled_cash,")
 
 

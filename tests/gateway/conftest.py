@@ -53,7 +53,8 @@ def fixed_day_config_file(directory: Path) -> str:
     """A configuration file for an ``exchange serve`` process that opens the fixed ``DAY``."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / "fixed-day.toml"
-    path.write_text(f"[calendar]\nmax_days_from_today = {FIXED_DAY_WINDOW}\n")
+    # The test runs the fixed day by hand: the calendar driver would open today's date.
+    path.write_text(f"[calendar]\nmax_days_from_today = {FIXED_DAY_WINDOW}\nautomatic = false\n")
     return str(path)
 
 

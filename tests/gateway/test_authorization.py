@@ -1,6 +1,8 @@
 """The authorization matrix, generated from the one role table: every endpoint x every role,
 no token and a bad token, and every WebSocket message type x member and anonymous. A refused
-call must change nothing; an allowed one must never be refused for its role."""
+call must change nothing; an allowed one must never be refused for its role. Every call that
+may change something (POST, DELETE), allowed or refused, leaves one audit entry naming the
+caller's role and the answer's status; a read leaves none."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import pytest
 
 from exchange.gateway.member import wire
 from exchange.gateway.operator import roles
-from exchange.gateway.operator.api import ROUTES, TOKENS
+from exchange.gateway.operator.api import AUDIT, AUDITED_METHODS, ROUTES, TOKENS
 from tests.gateway.conftest import DAY, SYMBOL, Member, logged_on, logon_frame
 
 pytestmark = pytest.mark.asyncio
@@ -44,14 +46,16 @@ async def test_operator_matrix(served, http) -> None:
     before = served.hub.service.last_seq
     tokens = dict(served.tokens)  # a rotation (the admin's, of the regulator's token) moves one
     in_force = served.server.app[TOKENS]
+    audit_log = served.server.app[AUDIT]
     refused = allowed = 0
     for method, template in OPERATOR_ENDPOINTS:
         for role in (*roles.OPERATOR_ROLES, roles.ANONYMOUS, "bad-token"):
             permitted = role in roles.ENDPOINTS[(method, template)]
-            seq, newest = served.hub.service.last_seq, in_force.newest()
+            seq, newest, audited = served.hub.service.last_seq, in_force.newest(), audit_log.last_seq
             async with http.request(method, served.url + sample_path(template), headers=headers_for(role, tokens), data=b"{}") as response:
                 body = await response.read()
             label = f"{method} {template} as {role}: {response.status} {body[:120]!r}"
+            check_audited(audit_log, audited, method, template, role, response.status, label)
             if permitted:
                 allowed += 1
                 assert response.status not in (401, 403), label
@@ -67,6 +71,17 @@ async def test_operator_matrix(served, http) -> None:
     assert served.hub.service.last_seq >= before
 
 
+def check_audited(audit_log, before: int, method: str, template: str, role: str, status: int, label: str) -> None:
+    if method not in AUDITED_METHODS or status == 401:
+        assert audit_log.last_seq == before, f"a read or an unauthenticated call was audited: {label}"
+        return
+    assert audit_log.last_seq == before + 1, f"not audited: {label}"
+    [entry] = audit_log.page(before, 1).entries
+    who = "invalid" if role == "bad-token" else role
+    assert (entry.role, entry.endpoint, entry.status) == (who, template, status), label
+    assert (entry.token is None) == (role == roles.ANONYMOUS), label
+
+
 @pytest.mark.parametrize("message_type", sorted(roles.WS_MESSAGES))
 async def test_websocket_matrix(served, http, message_type: str) -> None:
     """Before logon only ``logon`` passes; after it, ``logon`` is refused and the rest pass."""
@@ -80,6 +95,7 @@ async def test_websocket_matrix(served, http, message_type: str) -> None:
         "subscribe": {"type": "subscribe", "instruments": [SYMBOL]},
         "unsubscribe": {"type": "unsubscribe", "instruments": [SYMBOL]},
         "cancel_after": {"type": "cancel_after", "seconds": 0},
+        "logout": {"type": "logout"},
     }
     anonymous = await Member.connect(http, served.ws_url)
     await anonymous.send(samples[message_type])

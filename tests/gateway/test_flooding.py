@@ -255,10 +255,10 @@ async def test_the_queue_depth_metric_counts_members_commands(served, http) -> N
     await wait_until(lambda: served.hub.waiting("M1") == 3, "three orders waiting")
     async with http.get(served.url + "/metrics") as response:
         text = await response.text()
-    assert "exchange_command_queue_depth 3\n" in text
+    assert "exchange_command_queue_depth 3.0\n" in text  # prometheus_client writes floats
     await held.release()
     await reports_and_errors(member, 3)
-    assert "exchange_command_queue_depth 0\n" in served.hub.metrics.render()
+    assert "exchange_command_queue_depth 0.0\n" in served.hub.metrics.render()
 
 
 # -- cancels of orders that are not live ----------------------------------------------------------

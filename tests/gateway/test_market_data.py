@@ -160,23 +160,26 @@ def test_a_change_below_the_top_n_sends_nothing_and_a_level_moving_up_arrives_wh
     assert ex.market.snapshot(CEA).bids == [("10.00", 1, 1), ("9.98", 10, 1)]
 
 
+BANDS = {CEA: ("10.00", "9.00", "11.00"), CCER: ("5.00", "4.50", "5.50")}  # reference price and band of the day
+
+
 def test_instrument_status_on_halt_phase_and_closure_only_when_it_changes() -> None:
     ex = Exchange()
-    assert ex.market.status(CEA) == InstrumentStatus(CEA, False, "continuous", False)
+    assert ex.market.status(CEA) == InstrumentStatus(CEA, False, "continuous", False, *BANDS[CEA])
     ex(HaltInstrument(CEA))
-    assert ex.public == [(CEA, InstrumentStatus(CEA, True, "continuous", False))]
+    assert ex.public == [(CEA, InstrumentStatus(CEA, True, "continuous", False, *BANDS[CEA]))]
     ex(HaltInstrument(CEA))  # refused by the core: no event, no message
     assert ex.public == []
     ex(ResumeInstrument(CEA))
     ex(CloseMarket())
-    assert ex.public == [(symbol, InstrumentStatus(symbol, False, "continuous", True)) for symbol in sorted(SYMBOLS)]
+    assert ex.public == [(symbol, InstrumentStatus(symbol, False, "continuous", True, *BANDS[symbol])) for symbol in sorted(SYMBOLS)]
     ex(ReopenMarket())
     ex(SetTradingPhase(TradingPhase.BREAK))
     assert [m.phase for _, m in ex.public] == ["break", "break"]
     ex(SetTradingPhase(TradingPhase.POST_CLOSE))
     ex(EndDay())  # already post-close: nothing new to say
     assert [m for _, m in ex.public if isinstance(m, InstrumentStatus)] == []
-    assert ex.market.status(CCER) == InstrumentStatus(CCER, False, "post_close", False)
+    assert ex.market.status(CCER) == InstrumentStatus(CCER, False, "post_close", False, *BANDS[CCER])
 
 
 def test_load_status_after_a_recovery() -> None:

@@ -16,7 +16,7 @@ import pytest
 from exchange.app import build_core
 from exchange.config import Config
 from exchange.engine import FileJournal, decode_command
-from tests.gateway.conftest import DAY, Member, call, fixed_day_config_file, open_registry_account, order, start_serve_process
+from tests.gateway.conftest import DAY, Member, call, fixed_day_config_file, order, start_serve_process
 
 pytestmark = pytest.mark.asyncio
 ROOT = Path(__file__).resolve().parents[2]
@@ -46,10 +46,7 @@ async def test_sigkill_then_restart_recovers_the_journals_state(tmp_path: Path) 
             await call(http, url, admin, "POST", "/members", {"member_id": "R1", "kind": "voluntary"})
             issued = await call(http, url, admin, "POST", "/members/R1/credentials")
             await call(http, url, clearing, "POST", "/clearing/deposits", {"member_id": "R1", "amount_fen": 10**10, "reference": "R1-1"})
-            async with http.post(url + "/clearing/start-of-day", json={"trading_day": DAY},
-                                 headers={"Authorization": f"Bearer {clearing}"}) as response:
-                assert response.status == 409  # no registry account yet: refused, nothing changed
-            open_registry_account(data_dir, "R1")
+            # admitting R1 opened its registry account (issue 11): the day opens without one more step
             await call(http, url, clearing, "POST", "/clearing/start-of-day", {"trading_day": DAY})
             await call(http, url, admin, "POST", "/market/phase", {"phase": "continuous"})
             key = (issued["key_id"], bytes.fromhex(issued["secret"]))

@@ -7,7 +7,7 @@ from typing import Any
 from exchange.gateway.member.wire import AmendRequest, CancelRequest, MassCancelRequest, NewOrder
 from exchange.model import OrderType, Side, TimeInForce
 from exchange.sim.member_client import SentOrder, SimMember
-from exchange.sim.progress import Progress
+from exchange.progress import Progress
 from exchange.sim.strategies import AmendIntent, CancelIntent, MassCancelIntent, MemberIntent, NewOrderIntent, OperatorTurn
 
 

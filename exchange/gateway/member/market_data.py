@@ -34,9 +34,14 @@ Decisions:
   ``(seq, instrument, message)`` for the hub once the hub opened it (the records replayed at
   start-up build state only), and puts its state (every resting order and every
   instrument's feed) in the engine's snapshots as sorted msgspec bytes.
-* **Instrument status** is sent when an instrument's halt flag, the trading phase or the
-  market-wide closure changes, for each instrument it affects. The phase follows the core:
-  ``pre_open`` from each ``DayStarted``, ``post_close`` after the close and before any day.
+* **Instrument status** is sent when an instrument's halt flag, the trading phase, the
+  market-wide closure, its reference price or its band changes, for each instrument it
+  affects, and only then (one message per change, built from the event stream alone). The
+  phase follows the core: ``pre_open`` from each ``DayStarted``, ``post_close`` after the
+  close and before any day. The reference price (the previous close) and the band come from
+  ``DayStarted`` and move with ``InstrumentLimitsChanged`` (a new band mid-day); they stay
+  the last day's after its close, until the next ``DayStarted``, and are null before the
+  first one (nothing has set a band yet). The same struct is the ``logon_ack``'s list.
 """
 
 from __future__ import annotations
@@ -62,6 +67,7 @@ from exchange.model.enums import Side, TradingPhase
 from exchange.model.events import (
     DayClosed,
     DayStarted,
+    InstrumentLimitsChanged,
     InstrumentStatusChanged,
     MarketStatusChanged,
     OrderAccepted,
@@ -245,6 +251,10 @@ class _Published(msgspec.Struct, array_like=True):
     halted: bool = False
     phase: TradingPhase = TradingPhase.POST_CLOSE
     market_closed: bool = False
+    # appended (older snapshots decode with None): the day's reference price and band
+    reference_fen: int | None = None
+    lower_fen: int | None = None
+    upper_fen: int | None = None
 
 
 class MarketDataState(msgspec.Struct, array_like=True):
@@ -333,7 +343,14 @@ class MarketData:
 
     def status(self, instrument: str) -> InstrumentStatus:
         feed = self._feed(instrument)
-        return InstrumentStatus(instrument, feed.halted, PHASE_NAMES[feed.phase], feed.market_closed)
+        return InstrumentStatus(
+            instrument, feed.halted, PHASE_NAMES[feed.phase], feed.market_closed,
+            _price(feed.reference_fen), _price(feed.lower_fen), _price(feed.upper_fen),
+        )
+
+    def statuses(self, instruments: Iterable[str]) -> list[InstrumentStatus]:
+        """The status of each instrument, as given (the ``logon_ack``'s list)."""
+        return [self.status(instrument) for instrument in instruments]
 
     def load_status(self, phase: TradingPhase, halted: Iterable[str], market_closed: bool) -> None:
         """Start from the core's state (after a recovery) instead of the defaults."""
@@ -357,7 +374,11 @@ class MarketData:
             case InstrumentStatusChanged():
                 self._set_status(event.instrument, out, halted=event.halted)
             case DayStarted():
-                self._set_status(event.instrument, out, phase=TradingPhase.PRE_OPEN)
+                self._set_status(
+                    event.instrument, out, phase=TradingPhase.PRE_OPEN, reference_fen=event.prev_close_fen,
+                    lower_fen=event.lower_fen, upper_fen=event.upper_fen)
+            case InstrumentLimitsChanged():
+                self._set_status(event.instrument, out, lower_fen=event.lower_fen, upper_fen=event.upper_fen)
             case DayClosed():
                 self._set_status(event.instrument, out, phase=TradingPhase.POST_CLOSE)
             case TradingPhaseChanged():
@@ -370,10 +391,10 @@ class MarketData:
     def _set_status(self, instrument: str, out: list[tuple[str, PublicMessage]], **changes: object) -> None:
         """Change an instrument's status; say so only if something changed."""
         feed = self._feed(instrument)
-        before = (feed.halted, feed.phase, feed.market_closed)
+        before = _status_of(feed)
         for name, value in changes.items():
             setattr(feed, name, value)
-        if (feed.halted, feed.phase, feed.market_closed) != before:
+        if _status_of(feed) != before:
             out.append((instrument, self.status(instrument)))
 
     # -- the book ------------------------------------------------------------------------------
@@ -389,6 +410,15 @@ class MarketData:
         feed.bids, feed.asks = new_bids, new_asks
         feed.seq += 1
         return BookUpdate(instrument, feed.seq, feed.seq - 1, bid_changes, ask_changes)
+
+
+def _status_of(feed: _Published) -> tuple[object, ...]:
+    """What an ``instrument_status`` shows of a feed: a change in any of it is published."""
+    return (feed.halted, feed.phase, feed.market_closed, feed.reference_fen, feed.lower_fen, feed.upper_fen)
+
+
+def _price(fen: int | None) -> str | None:
+    return None if fen is None else format_price(fen)
 
 
 def _view(levels: list[DepthLevel]) -> View:

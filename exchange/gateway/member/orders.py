@@ -41,6 +41,8 @@ Decisions:
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import msgspec
 from msgspec import UNSET
 
@@ -49,6 +51,7 @@ from exchange.model.enums import CancelReason, OrderType, Side, TimeInForce
 from exchange.model.events import (
     AmendRejected,
     CancelRejected,
+    CommandRejected,
     DayStarted,
     DayVoided,
     OrderAccepted,
@@ -70,6 +73,7 @@ from exchange.gateway.member.wire import (
     CancelRequest,
     ExecType,
     ExecutionReport,
+    MassCancelReport,
     OrderStatusRequest,
     OrdStatus,
     PrivateMessage,
@@ -123,6 +127,23 @@ def execution_report(order: TrackedOrder, exec_type: ExecType, fill: OrderFilled
         reject_reason=None if reject is None else reject.text,
         cancel_reason=None if order.cancel_reason is None else CANCEL_REASON_NAMES[order.cancel_reason],
     )
+
+
+def mass_cancel_report(instrument: str | None, events: Iterable[object]) -> MassCancelReport:
+    """The answer to a member's ``mass_cancel`` from the events its command caused: how many
+    orders it cancelled (0: nothing to cancel), or the exchange's reject of the command."""
+    cancelled = 0
+    for event in events:
+        if isinstance(event, OrderCancelled):
+            cancelled += 1
+        elif isinstance(event, CommandRejected):
+            return unlisted_mass_cancel_report(instrument, event.reason)
+    return MassCancelReport(instrument, cancelled)
+
+
+def unlisted_mass_cancel_report(instrument: str | None, reason: RejectReason = RejectReason.UNKNOWN_INSTRUMENT) -> MassCancelReport:
+    """A ``mass_cancel`` refused: nothing cancelled, the reject's code and text."""
+    return MassCancelReport(instrument, 0, int(reason), reason.text)
 
 
 def unknown_client_order_reject(message: CancelRequest | AmendRequest) -> CancelReject:

@@ -43,8 +43,20 @@ Decisions:
 * **Heartbeats.** The server sends one when it has queued nothing for ``heartbeat_s`` and
   closes a session silent for three intervals (``heartbeat_timeout``); before logon the same
   rule uses the default interval.
+* **A logout is a disconnect, said politely.** Cancel-on-disconnect applies to it as to any
+  other end of the member's last session (the option protects the orders whenever the
+  member is no longer connected, and a logout is the member leaving), with one difference:
+  the session cancels first and closes after, so the cancels' execution reports and then
+  ``session_closing`` (``logged_out``) reach the client before the close. The mass cancel
+  goes into the member's lane behind its own commands, so an order sent just before the
+  logout is cancelled too. Frames after a ``logout`` are not read. The dead-man timer is the
+  member's and keeps running, as on any disconnect.
+* **A mass cancel is answered** with a ``mass_cancel_report`` to the session that sent it,
+  once the engine's events are back (after their execution reports); an unlisted instrument
+  is answered at once (501), as a cancel of one is, without reaching the exchange.
 * **Cancel-on-disconnect** (chosen at logon): when the member's last session ends other than
-  by a server shutdown, the hub sends one ``MassCancel`` for the member. A server shutdown
+  by a server shutdown, the hub sends one ``MassCancel`` for the member
+  (``cancel_reason`` ``cancel_on_disconnect``; the dead-man timer's is ``dead_man_timer``). A server shutdown
   (or a crash) leaves orders resting: they are in the journal and come back at restart. The
   hub journals the member's guard (cancel-on-disconnect, dead-man period) when a logon, a
   close or a ``cancel_after`` changes it, so after a restart a guarded member who does not
@@ -67,7 +79,7 @@ from exchange.gateway.hub import Hub, HubStopped, MemberBusy
 from exchange.gateway.member import wire
 from exchange.gateway.member.auth import AuthError
 from exchange.gateway.member.budget import FrameBudget, TokenBucket
-from exchange.gateway.member.orders import TrackedOrder, execution_report
+from exchange.gateway.member.orders import TrackedOrder, execution_report, mass_cancel_report, unlisted_mass_cancel_report
 from exchange.gateway.operator.roles import ANONYMOUS, MEMBER, message_allowed
 from exchange.gateway.member.wire import (
     AmendRequest,
@@ -79,6 +91,7 @@ from exchange.gateway.member.wire import (
     Heartbeat,
     Logon,
     LogonAck,
+    Logout,
     MassCancelRequest,
     NewOrder,
     OrderStatusRequest,
@@ -88,6 +101,8 @@ from exchange.gateway.member.wire import (
     Unsubscribe,
     WireError,
 )
+from exchange.model.commands import MassCancel
+from exchange.model.enums import CancelReason
 from exchange.model.rejects import RejectReason
 
 log = logging.getLogger("exchange.gateway.member.session")
@@ -104,7 +119,7 @@ def _tag(cls: type[msgspec.Struct]) -> str:
 
 _TAGS = {cls: _tag(cls) for cls in (  # message class -> its "type"
     Logon, NewOrder, CancelRequest, AmendRequest, MassCancelRequest, OrderStatusRequest,
-    Subscribe, Unsubscribe, Heartbeat, CancelAfter)}
+    Subscribe, Unsubscribe, Heartbeat, CancelAfter, Logout)}
 
 
 class Session:
@@ -125,6 +140,7 @@ class Session:
         self.session_seq = 0
         self.closing: str | None = None
         self._cancel_orders = True
+        self._logged_out = False  # a logout was read: no further frame is
         self._out: deque[bytes] = deque()
         self._wake = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -246,6 +262,8 @@ class Session:
     # -- inbound -------------------------------------------------------------------------------
 
     def _on_frame(self, frame) -> None:
+        if self._logged_out:
+            return
         if frame.type == WSMsgType.TEXT:
             data = frame.data if isinstance(frame.data, bytes) else frame.data.encode("utf-8", "surrogatepass")
             self._on_text(data)
@@ -301,8 +319,8 @@ class Session:
                 self._cancel(message)
             case AmendRequest():
                 self._amend(message)
-            case MassCancelRequest():  # takes risk off: never refused for the member's backlog
-                self._enqueue(wire.mass_cancel_command(message, self.member_id), "mass_cancel", bounded=False)
+            case MassCancelRequest():
+                self._mass_cancel(message)
             case OrderStatusRequest():
                 self._order_status(message)
             case Subscribe():
@@ -314,6 +332,8 @@ class Session:
                 pass
             case CancelAfter():
                 self.hub.arm_dead_man(self.member_id, message.seconds)
+            case Logout():
+                self._logout()
 
     # -- logon ---------------------------------------------------------------------------------
 
@@ -336,10 +356,26 @@ class Session:
         self.error_budget = hub.error_budget(member_id)
         self.cancel_on_disconnect, self.heartbeat_s = logon.cancel_on_disconnect, logon.heartbeat_s
         hub.add_session(self)
-        self.send_private(LogonAck(member_id, self.session_id, self.heartbeat_s, hub.trading_day))
+        instruments = hub.market_data.statuses(hub.symbols)
+        self.send_private(LogonAck(member_id, self.session_id, self.heartbeat_s, hub.trading_day, instruments))
         for order in hub.tracker.open_orders(member_id):
             self.send_private(wire_report(order))
         log.info("%r logged on with key %s", self, logon.key_id)
+
+    def _logout(self) -> None:
+        """End the session at the member's request; as its last session, with
+        cancel-on-disconnect, cancel its orders first (see the module's decisions)."""
+        self._logged_out = True
+        self._cancel_orders = False  # the cancel, if any, is made here, before the close
+        hub, member_id = self.hub, self.member_id
+        last = hub.sessions.get(member_id) == [self]
+        if last and self.cancel_on_disconnect and (hub.tracker.open_orders(member_id) or hub.orders_in_flight(member_id)):
+            command = MassCancel(member_id, None, CancelReason.CANCEL_ON_DISCONNECT)
+            future = self._enqueue(command, "logout", bounded=False)
+            if future is not None:
+                future.add_done_callback(lambda _: self.close("logged_out", cancel_orders=False))
+                return
+        self.close("logged_out", cancel_orders=False)
 
     # -- orders --------------------------------------------------------------------------------
 
@@ -408,6 +444,21 @@ class Session:
         future.add_done_callback(_retrieve)
         return future
 
+    def _mass_cancel(self, message: MassCancelRequest) -> None:
+        """Queue it (never refused for the member's backlog: it takes risk off); answer it
+        once its events are back, or at once for an unlisted instrument."""
+        instrument = message.instrument
+        if instrument is not None and instrument not in self.hub.symbols:
+            self.send_private(unlisted_mass_cancel_report(instrument))
+            return
+        future = self._enqueue(wire.mass_cancel_command(message, self.member_id), "mass_cancel", bounded=False)
+        if future is not None:
+            future.add_done_callback(lambda done: self._mass_cancelled(done, instrument))
+
+    def _mass_cancelled(self, future: asyncio.Future, instrument: str | None) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.send_private(mass_cancel_report(instrument, future.result().events))
+
     def _order_status(self, message: OrderStatusRequest) -> None:
         report = self.hub.tracker.status(self.member_id, message)
         if report is not None:
@@ -440,7 +491,7 @@ def _named(message: wire.InboundMessage, kind: str) -> str:
 
 def _not_live_reject(message: CancelRequest | AmendRequest, own: TrackedOrder | None, listed: bool) -> CancelReject:
     """What the engine answers a cancel or amend of an order that is not the member's live
-    one: 109 (102 for an unlisted instrument), naming the member's own order if it has it."""
+    one: 109 (501 for an unlisted instrument), naming the member's own order if it has it."""
     reason = RejectReason.UNKNOWN_ORDER if listed else RejectReason.UNKNOWN_INSTRUMENT
     order_id: int | None
     client_order_id: str | None

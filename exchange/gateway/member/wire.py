@@ -33,8 +33,8 @@ Decisions:
   resolves a client order id through ``OrderTracker.resolve`` and answers an unknown one with
   a ``cancel_reject`` (reject 109) without troubling the engine.
 * **``session_seq``.** Private messages (to one member's session: ``logon_ack``,
-  ``execution_report``, ``cancel_reject``, ``error``, ``heartbeat``, ``session_closing``)
-  have a ``session_seq`` field, 0 in the struct; ``encode(message, session_seq)`` stamps it
+  ``execution_report``, ``cancel_reject``, ``mass_cancel_report``, ``error``, ``heartbeat``,
+  ``session_closing``) have a ``session_seq`` field, 0 in the struct; ``encode(message, session_seq)`` stamps it
   at send time, so one tracker message can go to several sessions of the same member, each
   with its own gap-free count (1 for ``logon_ack``, +1 per private message). Public market
   data (``book_snapshot``, ``book_update``, ``trade``, ``instrument_status``) carries no
@@ -47,6 +47,11 @@ Decisions:
 * **A key given twice is refused** (error 4 naming the field), not resolved last-wins as
   msgspec would: a cheap count proves almost every frame clean (:func:`_keys_distinct`), and
   only the frames it cannot are parsed a second time, keeping every key.
+* **The protocol's answers.** ``logout`` is answered by ``session_closing`` (``logged_out``);
+  ``mass_cancel`` by a ``mass_cancel_report`` to the asking session (how many orders it
+  cancelled, 0 included, or the reject of an unlisted instrument), so every request a member
+  sends has an answer it can wait for. ``logon_ack`` lists every instrument's status (phase,
+  halt, reference price and band), the same struct the public feed sends on every change.
 * **Limits** (frame size, errors per minute, subscriptions per message, dead-man timer) are
   the constants below; the server enforces them. :class:`ErrorBudget` is the pure counter the
   hub keeps per member for the error budget (so reconnecting does not reset it). The frame
@@ -233,9 +238,13 @@ class CancelAfter(msgspec.Struct, tag="cancel_after", **_IN):
     seconds: Annotated[int, Meta(ge=0, le=MAX_CANCEL_AFTER_S)]  # 0 disables it
 
 
+class Logout(msgspec.Struct, tag="logout", **_IN):
+    """End the session: answered by ``session_closing`` (``logged_out``), then the close."""
+
+
 InboundMessage = (
     Logon | NewOrder | CancelRequest | AmendRequest | MassCancelRequest | OrderStatusRequest
-    | Subscribe | Unsubscribe | Heartbeat | CancelAfter
+    | Subscribe | Unsubscribe | Heartbeat | CancelAfter | Logout
 )
 
 # -- outbound: server to client ----------------------------------------------------------------
@@ -243,11 +252,28 @@ InboundMessage = (
 _OUT = dict(tag_field="type", frozen=True)
 
 
+class InstrumentStatus(msgspec.Struct, tag="instrument_status", **_OUT):
+    """What an instrument's trading looks like now. ``reference_price`` is the previous close
+    the day's band is taken from, ``lower_limit`` and ``upper_limit`` the band (the prices an
+    order may have); all three null until the exchange has opened a trading day."""
+
+    instrument: str
+    halted: bool
+    phase: PhaseName
+    market_closed: bool
+    reference_price: str | None = None
+    lower_limit: str | None = None
+    upper_limit: str | None = None
+
+
 class LogonAck(msgspec.Struct, tag="logon_ack", **_OUT):
+    """``instruments``: one ``instrument_status`` per listed instrument, in symbol order."""
+
     member_id: str
     session_id: str
     heartbeat_s: int
     trading_day: str
+    instruments: list[InstrumentStatus] = msgspec.field(default_factory=list)
     session_seq: int = 0
 
 
@@ -286,6 +312,18 @@ class CancelReject(msgspec.Struct, tag="cancel_reject", **_OUT):
     instrument: str
     reject_code: int
     reject_reason: str
+    session_seq: int = 0
+
+
+class MassCancelReport(msgspec.Struct, tag="mass_cancel_report", **_OUT):
+    """The answer to a ``mass_cancel``, to the session that sent it, after the execution
+    reports of what it cancelled: ``cancelled`` orders (0: nothing to cancel), or a reject
+    (``reject_code`` 501 for an instrument the exchange does not list) and nothing cancelled."""
+
+    instrument: str | None
+    cancelled: int
+    reject_code: int | None = None
+    reject_reason: str | None = None
     session_seq: int = 0
 
 
@@ -330,20 +368,13 @@ class Trade(msgspec.Struct, tag="trade", **_OUT):
     aggressor: SideName
 
 
-class InstrumentStatus(msgspec.Struct, tag="instrument_status", **_OUT):
-    instrument: str
-    halted: bool
-    phase: PhaseName
-    market_closed: bool
-
-
 OutboundMessage = (
-    LogonAck | ExecutionReport | CancelReject | Error | ServerHeartbeat | SessionClosing
+    LogonAck | ExecutionReport | CancelReject | MassCancelReport | Error | ServerHeartbeat | SessionClosing
     | BookSnapshot | BookUpdate | Trade | InstrumentStatus
 )
-PrivateMessage = LogonAck | ExecutionReport | CancelReject | Error | ServerHeartbeat | SessionClosing
+PrivateMessage = LogonAck | ExecutionReport | CancelReject | MassCancelReport | Error | ServerHeartbeat | SessionClosing
 PublicMessage = BookSnapshot | BookUpdate | Trade | InstrumentStatus
-PRIVATE_MESSAGES = (LogonAck, ExecutionReport, CancelReject, Error, ServerHeartbeat, SessionClosing)
+PRIVATE_MESSAGES = (LogonAck, ExecutionReport, CancelReject, MassCancelReport, Error, ServerHeartbeat, SessionClosing)
 
 _inbound_decoder = msgspec.json.Decoder(InboundMessage)
 _outbound_decoder = msgspec.json.Decoder(OutboundMessage)
@@ -506,9 +537,12 @@ def _validation_error(message: str) -> WireError:
     if field == "type":
         problem = "unknown message type" if problem.startswith("Invalid value") else problem
         return WireError(ErrorCode.UNKNOWN_MESSAGE_TYPE, field, problem)
+    if field.rpartition(".")[2].endswith("price") and problem.startswith("Expected `str`"):
+        return WireError(ErrorCode.INVALID_FIELD, field, PRICE_HINT)  # a number sent as a price: say how
     return WireError(ErrorCode.INVALID_FIELD, field, _echo(_readable(problem)))
 
 
+PRICE_HINT = 'prices are strings with two decimal places, e.g. "58.20"'
 _REGEX_PROBLEM = re.compile(r"Expected `str` matching regex (?P<pattern>'.*')", re.DOTALL)
 _PATTERN_REPRS = {repr(pattern): help_text for pattern, help_text in _PATTERN_HELP.items()}
 

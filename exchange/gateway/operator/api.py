@@ -24,8 +24,27 @@ Decisions:
   The credential records are saved to the data directory after every issue and revoke.
   Revoking a key also ends the sessions logged on with it.
 * **Money in fen (integers, ``_fen``), prices as two-place strings**, as on the member wire.
+* **Enums by name, everywhere.** A command's answer lists its events with every integer enum
+  as its name in lower case (``"kind": "covered"``, ``"phase": "continuous"``,
+  ``"reason": "day_voided"``), as the views render them (:func:`answer_builtins`). Only
+  the API's rendering: the journal and the event stream keep their integers, byte for byte.
+* **Every call that may change something is audited** (POST and DELETE, whatever the
+  outcome, refusals included), fsynced before its answer, and readable by the regulator
+  (``GET /regulator/audit``); reads are not (:mod:`exchange.gateway.operator.audit`).
+* **Admitting a member opens its accounts** (``POST /members``): the registry account (a
+  member holding under the member's id) and the cash account are opened, then the member is
+  registered, in one job of the hub (:meth:`ExchangePort.admit_member`); if an account
+  cannot be opened the answer is 409 naming why and nothing is registered. Opening is
+  idempotent, so a retry after the registry is back, or an account the registry's operator
+  opened beforehand, is fine. A member admitted while the day trades starts with no
+  holdings (the registry loads only at the start of day, outside trading: a new account
+  holds nothing anyway); what it buys settles into its account, and the next start of day
+  loads it.
 * **Trading days are dates**, read by the one parser (``units.parse_trading_day``) in every
-  body, path and query: ``2026-13-45`` is 400 naming ``trading_day``. The start of day also
+  body, path and query: ``2026-13-45`` in a body or a query is 400 naming ``trading_day``;
+  in a path (``/regulator/trades/{trading_day}``, ``/clearing/statements/...``) it is 404,
+  "no such day": the path names a resource, and there is none, as for an unknown member
+  (``GET /members/NOBODY/credentials`` is 404 too, not an empty list). The start of day also
   refuses (400) a date more than ``[calendar] max_days_from_today`` (7) days before or after
   today's date in exchange time (the hub's clock): a typo such as ``2062-11-25`` would
   otherwise open, and then every real date would be "not after the last trading day". The
@@ -53,9 +72,11 @@ Decisions:
 
 from __future__ import annotations
 
+import enum
 import logging
 import re
 from datetime import date, timedelta
+from pathlib import Path
 from typing import Annotated, Any, Literal
 from collections.abc import Awaitable, Callable
 
@@ -66,9 +87,12 @@ from aiohttp.web_urldispatcher import MatchInfoError
 
 from exchange.gateway.hub import Hub, HubStopped, events_of, rejected
 from exchange.gateway.member.wire import format_price, validation_error
-from exchange.gateway.operator import roles
+from exchange.gateway.connections import RepeatedLog
+from exchange.gateway.operator import audit, roles
+from exchange.gateway.operator.metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from exchange.gateway.operator.openapi import build_openapi
-from exchange.gateway.port import ExchangePort, MemberAccount
+from exchange.gateway.trading_day import DayRefused, open_day
+from exchange.gateway.port import AdmissionRefusal, ExchangePort, MemberAccount
 from exchange.model.commands import (
     CloseMarket,
     Deposit,
@@ -93,6 +117,7 @@ HUB: web.AppKey[Hub] = web.AppKey("hub", Hub)
 TOKENS: web.AppKey[roles.OperatorTokens] = web.AppKey("operator_tokens", roles.OperatorTokens)
 SAVE_TOKENS: web.AppKey[Callable[[bytes], None]] = web.AppKey("save_operator_tokens")
 ROLE: web.RequestKey[str] = web.RequestKey("role", str)
+AUDIT: web.AppKey[audit.AuditLog] = web.AppKey("audit_log", audit.AuditLog)
 
 MemberIdText = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[A-Za-z0-9_.-]+\Z")]
 TradingDayText = Annotated[str, msgspec.Meta(max_length=64)]  # a date: parse_trading_day says
@@ -303,11 +328,20 @@ async def decode_body(request: web.Request, kind: type) -> Any:
 
 
 def trading_day_of(text: str, field: str = "trading_day") -> str:
-    """A trading day from a body, path or query; 400 naming the field if it is no date."""
+    """A trading day from a body or query; 400 naming the field if it is no date."""
     try:
         return parse_trading_day(text).isoformat()
     except ValueError as error:
         raise ApiError(400, str(error), field) from None
+
+
+def trading_day_path(request: web.Request) -> str:
+    """The ``{trading_day}`` of a path; 404 if it is no date: no such day's resource exists
+    (a body or a query naming an impossible date is bad input, 400)."""
+    try:
+        return trading_day_of(request.match_info["trading_day"])
+    except ApiError as error:
+        raise ApiError(404, f"no such day: {error.body.error}", "trading_day") from None
 
 
 def role_of(request: web.Request, tokens: roles.OperatorTokens, now_ms: int) -> tuple[str | None, str]:
@@ -328,15 +362,52 @@ def role_of(request: web.Request, tokens: roles.OperatorTokens, now_ms: int) -> 
     return role, ""
 
 
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+AUDITED_METHODS = frozenset({"POST", "DELETE"})  # what may change something (see audit.py)
+UNAUTHORIZED_LOG = RepeatedLog(log)  # unauthenticated calls: counted in the log, not audited
+
+
 @web.middleware
-async def authorize(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]) -> web.StreamResponse:
-    """Check the role table before any handler; answer every error as JSON."""
+async def authorize(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Check the role table before any handler; answer every error as JSON; write every
+    call that may change something to the audit log before its answer leaves."""
     match_info = request.match_info
     if isinstance(match_info, MatchInfoError):
         status = match_info.http_exception.status
         return error_response(status, "no such endpoint" if status == 404 else "method not allowed")
     template = match_info.route.resource.canonical if match_info.route.resource else ""
     role, problem = role_of(request, request.app[TOKENS], hub_of(request).now_ms())
+    response = await authorized(request, handler, template, role, problem)
+    if request.method in AUDITED_METHODS:
+        if response.status == 401:
+            # Not a role's action: an unauthenticated flood must cost neither an fsync nor a
+            # line on disk each (issue 10); one warning line per interval counts them.
+            UNAUTHORIZED_LOG.warning("unauthorized", "operator API: %s %s refused unauthenticated (%s)",
+                                     request.method, template, problem or "no token")
+        else:
+            await write_audit(request, template, role, response)
+    return response
+
+
+async def write_audit(request: web.Request, template: str, role: str | None, response: web.StreamResponse) -> None:
+    header = request.headers.get("Authorization", "")
+    token = header.partition(" ")[2].encode("utf-8", "surrogateescape") if header.startswith("Bearer ") else b""
+    try:
+        body = await request.read()  # read already by the handler, if it ran: aiohttp keeps it
+    except web.HTTPException:  # over the size limit: the answer (413) says so
+        body = b""
+    answer = response.body if isinstance(response, web.Response) and isinstance(response.body, bytes) else b""
+    who = role if role is not None else "invalid"
+    try:
+        request.app[AUDIT].append(hub_of(request).now_ms(), who, audit.fingerprint(token) if token else None,
+                                  request.method, request.path, template, body, response.status, answer)
+    except OSError as error:  # the action stands (the journal has it); the operator must know
+        log.error("the audit log could not be written (%s): %s %s by %s, answered %d", error, request.method,
+                  request.path, who, response.status)
+
+
+async def authorized(request: web.Request, handler: Handler, template: str, role: str | None,
+                     problem: str) -> web.StreamResponse:
     if role is None:
         return error_response(401, problem)
     if not roles.endpoint_allowed(request.method, template, role):
@@ -382,7 +453,28 @@ def hub_of(request: web.Request) -> Hub:
 
 
 def events_body(events: list) -> EventsBody:
-    return EventsBody([{"event": type(event).__name__, **msgspec.to_builtins(event)} for event in events])
+    return EventsBody([{"event": type(event).__name__, **answer_builtins(event)} for event in events])
+
+
+def answer_builtins(value: Any) -> Any:
+    """An event as the API shows it: ``msgspec.to_builtins``'s shape, but an integer enum by
+    its name in lower case (``"kind": "voluntary"``, not ``2``), as the views render them.
+    The journal and the event stream keep their integers: this is the API's rendering only."""
+    return _enums_named(value, msgspec.to_builtins(value))
+
+
+def _enums_named(value: Any, built: Any) -> Any:
+    """``built`` (the builtins of ``value``) with each ``IntEnum`` in ``value`` by its name."""
+    if isinstance(value, enum.IntEnum):
+        return value.name.lower()
+    if isinstance(value, msgspec.Struct):
+        fields = value.__struct_fields__
+        if isinstance(built, list):  # an array-like struct
+            return [_enums_named(getattr(value, name), item) for name, item in zip(fields, built, strict=False)]
+        return {key: _enums_named(getattr(value, key), item) if key in fields else item for key, item in built.items()}
+    if isinstance(value, list | tuple):
+        return [_enums_named(item, built_item) for item, built_item in zip(value, built, strict=True)]
+    return built
 
 
 async def command(request: web.Request, engine_command: Any) -> web.Response:
@@ -410,8 +502,8 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
-    return web.Response(text=hub_of(request).metrics.render(), content_type="text/plain", charset="utf-8",
-                        headers={"X-Prometheus-Format": "0.0.4"})
+    return web.Response(body=hub_of(request).metrics.render().encode(),
+                        headers={"Content-Type": METRICS_CONTENT_TYPE, "X-Prometheus-Format": "0.0.4"})
 
 
 async def openapi(request: web.Request) -> web.Response:
@@ -443,9 +535,18 @@ async def list_members(request: web.Request) -> web.Response:
 
 
 async def create_member(request: web.Request) -> web.Response:
+    """Admit a member: its registry and cash accounts are opened and it is registered, in one
+    job of the hub, or 409 naming why an account could not be opened, nothing registered."""
     body = await decode_body(request, CreateMember)
     kind = MemberKind[body.kind.upper()]
-    return await command(request, RegisterMember(body.member_id, kind, body.annual_allocation_t, body.linked_group))
+    admission = RegisterMember(body.member_id, kind, body.annual_allocation_t, body.linked_group)
+    admitted = await hub_of(request).run(lambda service: service.admit_member(admission))
+    if isinstance(admitted, AdmissionRefusal):
+        raise ApiError(409, f"{admitted.member_id} was not admitted: {admitted.problem}", "member_id")
+    refusal = rejected(admitted.events)
+    if refusal is not None:
+        raise_refusal(refusal.reason)
+    return json_response(events_body(admitted.events))
 
 
 async def change_status(request: web.Request) -> web.Response:
@@ -476,6 +577,7 @@ async def require_member(hub: Hub, member_id: str) -> None:
 
 async def list_credentials(request: web.Request) -> web.Response:
     hub, member_id = hub_of(request), member_id_param(request)
+    await require_member(hub, member_id)  # an unknown member is 404, not an empty list
     records = hub.credentials.keys_of(member_id)
     return json_response([CredentialView(r.key_id, r.member_id, r.created_ms, r.revoked, r.fingerprint) for r in records])
 
@@ -586,16 +688,10 @@ async def start_of_day(request: web.Request) -> web.Response:
     hub = hub_of(request)
     trading_day = trading_day_of(body.trading_day)
     check_near_today(trading_day, hub)
-    # Every member must have a registry account before the day opens: the load of holdings
-    # runs after ``StartDay`` is journalled, so a registry refusal there would leave the day
-    # half-opened. Asked first, it is a 409 and nothing changes.
-    refusal = await hub.read(lambda service: service.registry_refusal())
-    if refusal is not None:
-        raise ApiError(409, f"the registry cannot give {refusal.member_id}'s holdings: {refusal.problem}", "member_id")
-    records = await hub.run(lambda service: service.start_day(trading_day))
-    reject = rejected(records[0].events)
-    if reject is not None:
-        raise_refusal(reject.reason)
+    try:  # the calendar driver opens a day the same way (exchange.gateway.trading_day)
+        records = await open_day(hub, trading_day)
+    except DayRefused as refused:
+        raise ApiError(409, refused.message, refused.field, refused.code) from None
     return json_response(events_body(events_of(records)))
 
 
@@ -643,8 +739,8 @@ async def settle(request: web.Request) -> web.Response:
     return json_response(report)
 
 
-async def statements_dir(hub: Hub, text: str):
-    trading_day = trading_day_of(text)
+async def statements_dir(request: web.Request):
+    hub, trading_day = hub_of(request), trading_day_path(request)
     directory = await hub.read(lambda service: service.statements_dir(trading_day))
     if directory is None or not directory.is_dir():
         raise ApiError(404, "no statements for that day (not settled yet?)", "trading_day")
@@ -652,12 +748,12 @@ async def statements_dir(hub: Hub, text: str):
 
 
 async def list_statements(request: web.Request) -> web.Response:
-    directory = await statements_dir(hub_of(request), request.match_info["trading_day"])
+    directory = await statements_dir(request)
     return json_response(sorted(path.name for path in directory.iterdir() if path.is_file()))
 
 
 async def download_statement(request: web.Request) -> web.StreamResponse:
-    directory = await statements_dir(hub_of(request), request.match_info["trading_day"])
+    directory = await statements_dir(request)
     name = request.match_info["name"]
     path = directory / name
     if not re.fullmatch(r"[A-Za-z0-9_.-]{1,128}", name) or name.startswith(".") or not path.is_file():
@@ -679,8 +775,7 @@ async def book(request: web.Request) -> web.Response:
 
 
 async def trades(request: web.Request) -> web.Response:
-    trading_day = trading_day_of(request.match_info["trading_day"])
-
+    trading_day = trading_day_path(request)
     rows = await hub_of(request).read(lambda service: service.day_trades(trading_day))
     return json_response([
         TradeView(r.trade_id, r.trading_day, r.instrument, format_price(r.price_fen), r.qty_t,
@@ -704,6 +799,20 @@ async def positions(request: web.Request) -> web.Response:
 
 async def alerts(request: web.Request) -> web.Response:
     return json_response([AlertView(a.member_id, a.position_t, a.threshold_t, a.limit_t) for a in hub_of(request).alerts])
+
+
+async def audit_log(request: web.Request) -> web.Response:
+    """The operators' audit log, a page at a time (see :mod:`exchange.gateway.operator.audit`)."""
+    since = query_int(request, "since", "0", 0, 2**62)
+    limit = query_int(request, "limit", "100", 1, audit.MAX_PAGE)
+    return json_response(request.app[AUDIT].page(since, limit))
+
+
+def query_int(request: web.Request, name: str, default: str, low: int, high: int) -> int:
+    text = request.query.get(name, default)
+    if not text.isascii() or not text.isdigit() or not low <= int(text) <= high:
+        raise ApiError(400, f"{name} is an integer from {low} to {high}", name)
+    return int(text)
 
 
 # -- the operators' tokens ---------------------------------------------------------------------
@@ -777,10 +886,14 @@ ROUTES: list[Route] = [
     ("GET", "/regulator/trades/{trading_day}", trades, None, list[TradeView], "A day's trades."),
     ("GET", "/regulator/positions", positions, None, list[MemberView], "Members' live positions, or closing ones (?trading_day=)."),
     ("GET", "/regulator/alerts", alerts, None, list[AlertView], "Large-holder threshold crossings."),
+    ("GET", "/regulator/audit", audit_log, None, audit.AuditPage,
+     "The operators' audit log (?since=seq, ?limit=1..1000): every POST and DELETE, who, when, what, outcome."),
 ]
 
 
-def add_routes(app: web.Application) -> None:
+def add_routes(app: web.Application, audit_path: Path | None = None) -> None:
+    """The routes, and the audit log (``audit_path`` None: kept in memory only)."""
+    app[AUDIT] = audit.AuditLog(audit_path)
     for method, path, handler, _, _, _ in ROUTES:
         assert (method, path) in roles.ENDPOINTS, f"{method} {path} is missing from the role table"
         app.router.add_route(method, path, handler)

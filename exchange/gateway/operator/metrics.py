@@ -1,9 +1,19 @@
-"""Counters for ``/metrics``, in the Prometheus text exposition format (version 0.0.4).
+"""Counters for ``/metrics``, in the Prometheus text exposition format (version 0.0.4),
+written by ``prometheus_client``.
 
 Decisions:
 
-* **No client library.** A handful of counters, gauges and one histogram are written out by
-  hand; the format is simple and stable, and the gateway takes no further dependency.
+* **The client library writes the exposition** (``prometheus_client.generate_latest``): the
+  format's escaping, histogram buckets and ``# HELP``/``# TYPE`` lines are its business, and it
+  brings the process collector (``process_cpu_seconds_total``, ``process_resident_memory_bytes``,
+  open file descriptors, start time: Linux only, nothing elsewhere).
+* **One registry per :class:`Metrics`**, never the library's global one: two exchanges in one
+  process (the tests start many) each show their own figures, and nothing another library
+  registers globally leaks into ``/metrics``.
+* **The figures stay plain attributes, read when ``/metrics`` is asked** (a custom collector,
+  :class:`_Figures`): the callers count with ``+= 1`` on a hot path without a lock, and the
+  stream's counters must be restored from a snapshot, which a library ``Counter`` (only ever
+  incremented) cannot be. Only the latency histogram is the library's ``Histogram``.
 * **What is counted**: orders received over the WebSocket, orders accepted, rejects by reason
   code (labelled with the code's name), fills, order to acknowledgement latency (from the
   frame's arrival to the order's first execution report being queued to the session: it
@@ -14,50 +24,36 @@ Decisions:
   frames, frames and commands the gateway answered itself without the engine, by reason
   (``session_budget``, ``member_budget``: error 13; ``member_pending``: error 14;
   ``order_not_live``: a cancel or amend of an order that is not the member's live order), and
-  sessions closed by reason.
+  sessions closed by reason. The names and labels are those of the hand-written exposition
+  this replaced.
 * Latency buckets are in seconds, as Prometheus expects, from 100 us to 1 s.
 * **The event counters are a projection of the stream** (:class:`Metrics` has a ``name``, a
   ``last_seq`` and ``apply``): orders accepted, fills and rejects are counted from durable
   records, and travel in the engine's snapshots, so they count since the exchange's first
   command and a restart neither loses nor double-counts them. The session and connection
   counters and the latency histogram are the process's own and start at zero.
+* Cost, measured on the shared 2-CPU machine (median of 5 x 500 renders, 40 reject reasons,
+  10,000 latencies observed): a render takes about 0.8-1.0 ms (0.6-0.8 ms without the process
+  collector, which reads ``/proc``), against 0.045 ms for the hand-written text it replaced;
+  an ``observe`` 1.6 us against 0.27 us (the library takes a lock). Nothing for a scrape
+  every few seconds, which runs outside the engine's queue, and small beside an order's
+  acknowledgement, which waits for an fsync.
 """
 
 from __future__ import annotations
 
-import bisect
 from collections import Counter
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
+from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from exchange.model.events import CommandRejected, OrderAccepted, OrderFilled, OrderRejected
 from exchange.model.stream import Applied
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
-
-class Histogram:
-    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
-        self.buckets = buckets
-        self.counts = [0] * (len(buckets) + 1)  # the last one is +Inf
-        self.total = 0.0
-        self.count = 0
-
-    def observe(self, value_s: float) -> None:
-        self.counts[bisect.bisect_left(self.buckets, value_s)] += 1
-        self.total += value_s
-        self.count += 1
-
-    def lines(self, name: str) -> list[str]:
-        out, running = [], 0
-        for bound, count in zip((*self.buckets, None), self.counts, strict=True):
-            running += count
-            label = "+Inf" if bound is None else repr(bound)
-            out.append(f'{name}_bucket{{le="{label}"}} {running}')
-        out.append(f"{name}_sum {self.total:.9f}")
-        out.append(f"{name}_count {self.count}")
-        return out
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes for these names
 
 
 class MetricsState(msgspec.Struct, array_like=True):
@@ -86,8 +82,13 @@ class Metrics:
         self.connections = 0
         self.queue_depth_of: Callable[[], int] = lambda: 0  # the hub's queue, read when rendered
         self.gateway_refusals: Counter[str] = Counter()  # reason -> frames answered without the engine
-        self.order_ack_latency = Histogram()
         self.outbound_depths: Callable[[], Iterable[int]] = lambda: ()
+        self.registry = CollectorRegistry()
+        self.order_ack_latency = Histogram("exchange_order_ack_latency_seconds",
+                                           "From a new order's frame to its first report being queued.",
+                                           buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.registry.register(_Figures(self))
+        ProcessCollector(registry=self.registry)
 
     # -- the projection ----------------------------------------------------------------------
 
@@ -118,31 +119,40 @@ class Metrics:
                 self.rejects[event.reason.name.lower()] += 1
 
     def render(self) -> str:
-        depths = list(self.outbound_depths())
-        lines = [
-            *_metric("exchange_orders_received_total", "counter", "New orders received over the WebSocket.", self.orders_received),
-            *_metric("exchange_orders_accepted_total", "counter", "Orders the engine accepted.", self.orders_accepted),
-            *_metric("exchange_fills_total", "counter", "Executions.", self.fills),
-            "# HELP exchange_rejects_total Orders and commands refused, by reason.",
-            "# TYPE exchange_rejects_total counter",
-            *(f'exchange_rejects_total{{reason="{reason}"}} {count}' for reason, count in sorted(self.rejects.items())),
-            *_metric("exchange_malformed_frames_total", "counter", "Frames answered with an error.", self.malformed_frames),
-            "# HELP exchange_sessions_closed_total Sessions closed by the server, by reason.",
-            "# TYPE exchange_sessions_closed_total counter",
-            *(f'exchange_sessions_closed_total{{reason="{r}"}} {n}' for r, n in sorted(self.sessions_closed.items())),
-            *_metric("exchange_connections", "gauge", "Member sessions logged on now.", self.connections),
-            "# HELP exchange_gateway_refusals_total Frames the gateway answered itself, never queued for the engine, by reason.",
-            "# TYPE exchange_gateway_refusals_total counter",
-            *(f'exchange_gateway_refusals_total{{reason="{r}"}} {n}' for r, n in sorted(self.gateway_refusals.items())),
-            *_metric("exchange_command_queue_depth", "gauge", "Jobs waiting for the engine.", self.queue_depth_of()),
-            *_metric("exchange_outbound_queue_messages", "gauge", "Messages waiting in all sessions' outbound queues.", sum(depths)),
-            *_metric("exchange_outbound_queue_max_messages", "gauge", "The longest session outbound queue.", max(depths, default=0)),
-            "# HELP exchange_order_ack_latency_seconds From a new order's frame to its first report being queued.",
-            "# TYPE exchange_order_ack_latency_seconds histogram",
-            *self.order_ack_latency.lines("exchange_order_ack_latency_seconds"),
-        ]
-        return "\n".join(lines) + "\n"
+        return generate_latest(self.registry).decode()
 
 
-def _metric(name: str, kind: str, help_text: str, value: int) -> list[str]:
-    return [f"# HELP {name} {help_text}", f"# TYPE {name} {kind}", f"{name} {value}"]
+class _Figures:
+    """The plain figures of a :class:`Metrics`, as metric families when scraped."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    def collect(self) -> Iterator[Metric]:
+        m = self.metrics
+        depths = list(m.outbound_depths())
+        yield _counter("exchange_orders_received", "New orders received over the WebSocket.", m.orders_received)
+        yield _counter("exchange_orders_accepted", "Orders the engine accepted.", m.orders_accepted)
+        yield _counter("exchange_fills", "Executions.", m.fills)
+        yield _by_reason("exchange_rejects", "Orders and commands refused, by reason.", m.rejects)
+        yield _counter("exchange_malformed_frames", "Frames answered with an error.", m.malformed_frames)
+        yield _by_reason("exchange_sessions_closed", "Sessions closed by the server, by reason.", m.sessions_closed)
+        yield GaugeMetricFamily("exchange_connections", "Member sessions logged on now.", m.connections)
+        yield _by_reason("exchange_gateway_refusals",
+                         "Frames the gateway answered itself, never queued for the engine, by reason.", m.gateway_refusals)
+        yield GaugeMetricFamily("exchange_command_queue_depth", "Jobs waiting for the engine.", m.queue_depth_of())
+        yield GaugeMetricFamily("exchange_outbound_queue_messages", "Messages waiting in all sessions' outbound queues.",
+                                sum(depths))
+        yield GaugeMetricFamily("exchange_outbound_queue_max_messages", "The longest session outbound queue.",
+                                max(depths, default=0))
+
+
+def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
+    return CounterMetricFamily(name, help_text, value)  # the library adds ``_total``
+
+
+def _by_reason(name: str, help_text: str, counts: Counter[str]) -> CounterMetricFamily:
+    family = CounterMetricFamily(name, help_text, labels=["reason"])
+    for reason, count in sorted(counts.items()):
+        family.add_metric([reason], count)
+    return family

@@ -11,7 +11,8 @@ Roles:
   (including voiding a day opened by mistake), the operators' own tokens.
 * ``clearing`` (the clearing house): cash in and out, start and end of day, settlement,
   statements.
-* ``regulator``: read-only views of books, trades, positions and alerts, the kill switch
+* ``regulator``: read-only views of books, trades, positions, alerts and the operators'
+  audit log (:mod:`exchange.gateway.operator.audit`), the kill switch
   (a measure the regulator may order) and instrument halts.
 * ``member``: a logged-on WebSocket session; it acts on its own orders only (the session
   takes the member id from the logon, never from a frame).
@@ -98,6 +99,7 @@ ENDPOINTS: dict[tuple[str, str], frozenset[str]] = {
     ("GET", "/regulator/trades/{trading_day}"): frozenset({REGULATOR, CLEARING}),
     ("GET", "/regulator/positions"): frozenset({REGULATOR, CLEARING}),
     ("GET", "/regulator/alerts"): frozenset({REGULATOR}),
+    ("GET", "/regulator/audit"): frozenset({REGULATOR}),  # the operators' audit log
 }
 
 _MEMBER_ONLY = frozenset({MEMBER})
@@ -113,6 +115,7 @@ WS_MESSAGES: dict[str, frozenset[str]] = {
     "subscribe": _MEMBER_ONLY,
     "unsubscribe": _MEMBER_ONLY,
     "cancel_after": _MEMBER_ONLY,
+    "logout": _MEMBER_ONLY,
 }
 
 
