@@ -10,9 +10,11 @@ cash total (available, held, pending and the day's obligation together), which t
 change until settlement moves the money. Sale proceeds are usable for buying the same day (the
 market rules) but are paid out only once settled: the cash ledger holds them only then, and a
 withdrawal of them before would be refused by the ledger after the exchange had accepted it
-(the clearing projection stopped on exactly that: reject 224 now, before anything moves). Every command here names a member; the house accounts are
-never reachable by them (their ``house:`` ids are not valid member ids), and an id that is
-not registered is refused with ``UNKNOWN_MEMBER``.
+(the clearing projection stopped on exactly that: reject 224 now, before anything moves).
+
+Every command here names a member; the house accounts are never reachable by them (their
+``house:`` ids are not valid member ids), and an id that is not registered is refused with
+``UNKNOWN_MEMBER``.
 
 Deposit and withdrawal references (*decisions*). A clearing house that loses the answer to a
 deposit sends it again; the reference it gives each payment makes the retry harmless:
