@@ -13,7 +13,9 @@ Decisions:
 * **The figures stay plain attributes, read when ``/metrics`` is asked** (a custom collector,
   :class:`_Figures`): the callers count with ``+= 1`` on a hot path without a lock, and the
   stream's counters must be restored from a snapshot, which a library ``Counter`` (only ever
-  incremented) cannot be. Only the latency histogram is the library's ``Histogram``.
+  incremented) cannot be. The latency histogram is plain counts too (:class:`LatencyHistogram`,
+  an ``observe`` per order on the hot path: 0.3 us, where the library's ``Histogram`` took
+  1.6 us behind a lock), written out as a ``HistogramMetricFamily``.
 * **What is counted**: orders received over the WebSocket, orders accepted, rejects by reason
   code (labelled with the code's name), fills, order to acknowledgement latency (from the
   frame's arrival to the order's first execution report being queued to the session: it
@@ -34,10 +36,8 @@ Decisions:
   counters and the latency histogram are the process's own and start at zero.
 * Cost, measured on the shared 2-CPU machine (median of 5 x 500 renders, 40 reject reasons,
   10,000 latencies observed): a render takes about 0.8-1.0 ms (0.6-0.8 ms without the process
-  collector, which reads ``/proc``), against 0.045 ms for the hand-written text it replaced;
-  an ``observe`` 1.6 us against 0.27 us (the library takes a lock). Nothing for a scrape
-  every few seconds, which runs outside the engine's queue, and small beside an order's
-  acknowledgement, which waits for an fsync.
+  collector, which reads ``/proc``), against 0.045 ms for the hand-written text it replaced:
+  nothing for a scrape every few seconds, which runs outside the engine's queue.
 """
 
 from __future__ import annotations
@@ -46,14 +46,37 @@ from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 
 import msgspec
-from prometheus_client import CollectorRegistry, Histogram, ProcessCollector, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+import bisect
+
+from prometheus_client import CollectorRegistry, ProcessCollector, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, HistogramMetricFamily, Metric
 
 from exchange.model.events import CommandRejected, OrderAccepted, OrderFilled, OrderRejected
 from exchange.model.stream import Applied
 
 LATENCY_BUCKETS_S = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"  # what generate_latest writes for these names
+
+
+class LatencyHistogram:
+    """Counts per bucket (the last one +Inf), their sum and count: what ``observe`` does on the
+    hot path is a bisect and three additions."""
+
+    def __init__(self, buckets: tuple[float, ...] = LATENCY_BUCKETS_S) -> None:
+        self.buckets = buckets
+        self.counts = [0] * (len(buckets) + 1)
+        self.total = 0.0
+
+    def observe(self, value_s: float) -> None:
+        self.counts[bisect.bisect_left(self.buckets, value_s)] += 1
+        self.total += value_s
+
+    def family(self, name: str, help_text: str) -> HistogramMetricFamily:
+        cumulative, running = [], 0
+        for bound, count in zip((*map(str, self.buckets), "+Inf"), self.counts, strict=True):
+            running += count
+            cumulative.append((bound, running))
+        return HistogramMetricFamily(name, help_text, buckets=cumulative, sum_value=self.total)
 
 
 class MetricsState(msgspec.Struct, array_like=True):
@@ -84,9 +107,7 @@ class Metrics:
         self.gateway_refusals: Counter[str] = Counter()  # reason -> frames answered without the engine
         self.outbound_depths: Callable[[], Iterable[int]] = lambda: ()
         self.registry = CollectorRegistry()
-        self.order_ack_latency = Histogram("exchange_order_ack_latency_seconds",
-                                           "From a new order's frame to its first report being queued.",
-                                           buckets=LATENCY_BUCKETS_S, registry=self.registry)
+        self.order_ack_latency = LatencyHistogram()
         self.registry.register(_Figures(self))
         ProcessCollector(registry=self.registry)
 
@@ -145,6 +166,8 @@ class _Figures:
                                 sum(depths))
         yield GaugeMetricFamily("exchange_outbound_queue_max_messages", "The longest session outbound queue.",
                                 max(depths, default=0))
+        yield m.order_ack_latency.family("exchange_order_ack_latency_seconds",
+                                         "From a new order's frame to its first report being queued.")
 
 
 def _counter(name: str, help_text: str, value: int) -> CounterMetricFamily:
