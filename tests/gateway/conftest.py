@@ -22,10 +22,13 @@ import aiohttp
 import msgspec
 import pytest_asyncio
 
+from exchange.app import build_core
 from exchange.config import CalendarConfig, Config, EngineConfig, LimitsConfig, RiskConfig
+from exchange.engine import FileJournal, decode_command
 from exchange.gateway.hub import Hub
 from exchange.gateway.member.auth import sign_logon
 from exchange.gateway.server import GatewayServer
+from exchange.model.stream import Applied
 from exchange.model import Deposit, MemberKind, RegisterMember, SetTradingPhase, TradingPhase
 from exchange.serve import ServedExchange, compose
 from registry_adapter.memory import InMemoryRegistry
@@ -249,3 +252,27 @@ async def start_serve_process(data_dir: Path, *arguments: str) -> tuple[subproce
     match = re.search(r"serving on (http://\S+) ", line)
     assert match, f"no URL in {line!r}"
     return process, match[1]
+
+
+async def call_as(http: aiohttp.ClientSession, served: Served, role: str | None, method: str, path: str,
+                  body=None, status: int = 200):
+    """The operator API as ``role`` (None: no token), expecting ``status``; the answer's JSON
+    (its text when it is not JSON)."""
+    headers = {"Authorization": f"Bearer {served.tokens[role]}"} if role else {}
+    async with http.request(method, served.url + path, json=body, headers=headers) as response:
+        payload = await response.json() if response.content_type == "application/json" else await response.text()
+        assert response.status == status, (path, response.status, payload)
+        return payload
+
+
+def replay_journal(data_dir: Path, config: Config) -> list[Applied]:
+    """The data directory's journal replayed into a fresh core built from ``config``: every
+    record with the events it caused."""
+    journal = FileJournal(data_dir / "commands.journal")
+    core = build_core(config)
+    records = []
+    for record in journal.records():
+        command = decode_command(record.payload)
+        records.append(Applied(record.seq, record.ts_ns, "", command, core.apply(record.seq, record.ts_ns, command)))
+    journal.close()
+    return records

@@ -14,18 +14,11 @@ from registry_adapter.memory import InMemoryRegistry
 from registry_adapter.port import RegistryUnavailable
 from registry_adapter.sql import SqlRegistry
 from registry_adapter.sql.vocabulary import AccountType
+from tests.gateway.conftest import call_as as call
 from tests.gateway.conftest import DAY, HOLDING_T, SYMBOL, logged_on, order, start_served, stop_served
 
 pytestmark = pytest.mark.asyncio
 NEXT_DAY = "2026-01-06"
-
-
-async def call(http, served, role: str, method: str, path: str, body=None, status: int = 200):
-    headers = {"Authorization": f"Bearer {served.tokens[role]}"}
-    async with http.request(method, served.url + path, json=body, headers=headers) as response:
-        payload = await response.json()
-        assert response.status == status, (path, response.status, payload)
-        return payload
 
 
 def sql_registry(directory: Path) -> SqlRegistry:

@@ -13,15 +13,8 @@ from exchange.gateway.operator.api import events_body
 from exchange.model.enums import CancelReason, CommandName, MemberKind, MemberStatus, TradingPhase
 from exchange.model.events import CommandRejected, MemberRegistered, MemberStatusChanged, OrderCancelled, TradingPhaseChanged
 from exchange.model.rejects import RejectReason
+from tests.gateway.conftest import call_as as call
 from tests.gateway.conftest import logged_on, order
-
-
-async def call(http, served, role: str, method: str, path: str, body=None, status: int = 200):
-    headers = {"Authorization": f"Bearer {served.tokens[role]}"}
-    async with http.request(method, served.url + path, json=body, headers=headers) as response:
-        payload = await response.json()
-        assert response.status == status, (path, response.status, payload)
-        return payload
 
 
 @pytest.mark.asyncio

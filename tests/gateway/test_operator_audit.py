@@ -11,15 +11,8 @@ import pytest
 from exchange.gateway.operator import audit
 from exchange.gateway.operator.audit import AUDIT_FILE, AuditLog, AuditLogDamaged
 from exchange.gateway.operator.roles import TokenEntry
+from tests.gateway.conftest import call_as as call
 from tests.gateway.conftest import start_served, stop_served
-
-async def call(http, served, role: str | None, method: str, path: str, body=None, status: int = 200):
-    headers = {"Authorization": f"Bearer {served.tokens[role]}"} if role else {}
-    async with http.request(method, served.url + path, json=body, headers=headers) as response:
-        payload = await response.json()
-        assert response.status == status, (path, response.status, payload)
-        return payload
-
 
 def lines_on_disk(served) -> list[dict]:
     return [msgspec.json.decode(line) for line in (served.data_dir / AUDIT_FILE).read_bytes().splitlines()]

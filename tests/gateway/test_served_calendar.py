@@ -21,7 +21,6 @@ import aiohttp
 import msgspec
 import pytest
 
-from exchange.app import build_core
 from exchange.config import parse_config
 from exchange.engine import FileJournal, decode_command
 from exchange.gateway.calendar_driver import CLOCK_FILE, CalendarClock, CalendarDriver, calendar_ns
@@ -32,6 +31,7 @@ from exchange.model.stream import Applied
 from exchange.serve import compose
 from registry_adapter.demo import allocate_holdings
 from registry_adapter.sql import SqlRegistry
+from tests.gateway.conftest import replay_journal
 from tests.gateway.conftest import (
     SYMBOL, Member, call, fast_config, order, start_served, start_serve_process, stop_served,
 )
@@ -112,14 +112,7 @@ async def settled(http: aiohttp.ClientSession, url: str, token: str) -> bool:
 
 def journalled(data_dir: Path) -> list[Applied]:
     """The journal replayed with the served configuration: each command with its events."""
-    journal = FileJournal(data_dir / "commands.journal")
-    core = build_core(parse_config(CONFIG_TOML))
-    records = []
-    for record in journal.records():
-        command = decode_command(record.payload)
-        records.append(Applied(record.seq, record.ts_ns, "", command, core.apply(record.seq, record.ts_ns, command)))
-    journal.close()
-    return records
+    return replay_journal(data_dir, parse_config(CONFIG_TOML))
 
 
 def day_commands(records: list[Applied]) -> list[object]:

@@ -6,17 +6,10 @@ from __future__ import annotations
 
 import pytest
 
+from tests.gateway.conftest import call_as as call
 from tests.gateway.conftest import DAY, SYMBOL, logged_on, order, start_served, stop_served
 
 pytestmark = pytest.mark.asyncio
-
-
-async def call(http, served, role: str, method: str, path: str, body=None, status: int = 200):
-    headers = {"Authorization": f"Bearer {served.tokens[role]}"}
-    async with http.request(method, served.url + path, json=body, headers=headers) as response:
-        payload = await response.json() if response.content_type == "application/json" else await response.text()
-        assert response.status == status, (path, response.status, payload)
-        return payload
 
 
 async def test_members_and_credentials_survive_a_restart(tmp_path, http) -> None:

@@ -22,12 +22,13 @@ import pytest
 
 from exchange.app import build_core
 from exchange.config import Config
-from exchange.engine import FileJournal, decode_command
+from exchange.engine import decode_command
 from exchange.gateway.guards import Guard, SessionGuards, effective_guard
 from exchange.model.commands import MassCancel, SetSessionGuard
 from exchange.model.events import OrderCancelled, SessionGuardSet
 from exchange.model.stream import Applied
 from exchange.serve import compose
+from tests.gateway.conftest import replay_journal
 from tests.gateway.conftest import (
     DAY, Member, call, fast_config, fixed_day_config_file, logged_on, open_registry_account, order, start_served,
     stop_served,
@@ -117,14 +118,7 @@ async def wait_until(condition, what: str, timeout: float = WAIT_S) -> None:
 
 def replayed(data_dir: Path) -> list[Applied]:
     """The journal, replayed: every record with the events it caused."""
-    journal = FileJournal(data_dir / "commands.journal")
-    core = build_core(Config())
-    records = []
-    for record in journal.records():
-        command = decode_command(record.payload)
-        records.append(Applied(record.seq, record.ts_ns, "", command, core.apply(record.seq, record.ts_ns, command)))
-    journal.close()
-    return records
+    return replay_journal(data_dir, Config())
 
 
 def guards_in(records: list[Applied], member_id: str) -> list[tuple[bool, int]]:
